@@ -1,0 +1,61 @@
+"""The `rayft` command: parses arguments and calls the library; no logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from rayft.config import UserInputError, load_config, to_yaml
+
+EXIT_USER_ERROR = 2
+EXIT_FAILURE = 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rayft", description="Fine-tune language models on Ray.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    validate = commands.add_parser("validate", help="check an experiment file and print the resolved config")
+    validate.add_argument("config", help="experiment YAML")
+    validate.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.lr=1e-4")
+
+    train = commands.add_parser("train", help="fine-tune as the experiment file says")
+    train.add_argument("config", help="experiment YAML")
+    train.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.lr=1e-4")
+    train.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    train.add_argument("--resume", action="store_true", help="continue the run named by the config")
+    return parser
+
+
+def _validate(args: argparse.Namespace) -> int:
+    print(to_yaml(load_config(args.config, args.overrides)), end="")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from rayft.training.launch import TrainingFailed, render_summary, train
+
+    config = load_config(args.config, args.overrides)  # fail fast, before importing Ray's heavy parts
+    try:
+        result = train(config, address=args.address, resume=args.resume)
+    except TrainingFailed as err:
+        print(f"rayft: {err}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(render_summary(result))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    handlers = {"validate": _validate, "train": _train}
+    try:
+        return handlers[args.command](args)
+    except UserInputError as err:
+        print(f"rayft: error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

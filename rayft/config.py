@@ -1,0 +1,364 @@
+"""The experiment schema: one typed, validated description of a run.
+
+Every field has help text and a validator; unknown keys are errors. Loading never touches
+Ray, so a typo fails in milliseconds with a message naming the dotted key.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class UserInputError(ValueError):
+    """A problem in what the user gave (config, data, model path): reported in one line, exit 2."""
+
+
+class ConfigError(UserInputError):
+    """A config problem the user must fix; the message names the dotted key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# ---------------------------------------------------------------------------- model
+
+
+class TinyModelSpec(_Section):
+    """A small randomly initialised model built from a config: no download, seconds to build."""
+
+    arch: Literal["llama", "qwen2", "mistral", "gpt2"] = Field(
+        "llama", description="transformers model_type of the tiny model."
+    )
+    layers: int = Field(2, ge=1, description="Number of transformer blocks.")
+    hidden: int = Field(64, ge=8, description="Hidden (model) width.")
+    heads: int = Field(4, ge=1, description="Attention heads; must divide `hidden`.")
+    intermediate: int | None = Field(None, ge=8, description="Feed-forward width; default 4 x hidden.")
+    max_position: int = Field(512, ge=16, description="Longest sequence the model accepts.")
+    initializer_range: float = Field(
+        0.1,
+        gt=0,
+        description=(
+            "Std of the random init. Larger than transformers' 0.02 so a frozen random output "
+            "layer can still express confident predictions when only adapters train."
+        ),
+    )
+    seed: int = Field(0, description="Seed of the random init (the same on every worker).")
+
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self) -> TinyModelSpec:
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
+        return self
+
+
+class ModelConfig(_Section):
+    name_or_path: str | None = Field(
+        None, description="Hugging Face hub id or local directory of a causal LM."
+    )
+    tiny: TinyModelSpec | None = Field(None, description="Build a tiny model instead of loading one.")
+    tokenizer: str | None = Field(
+        None, description="Tokenizer id or path; defaults to the model's (byte-level for tiny)."
+    )
+    trust_remote_code: bool = Field(False, description="Allow model code from the hub.")
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> ModelConfig:
+        if (self.name_or_path is None) == (self.tiny is None):
+            raise ValueError("set exactly one of model.name_or_path or model.tiny")
+        return self
+
+
+# ---------------------------------------------------------------------------- method
+
+
+class FullMethod(_Section):
+    """Every weight trains."""
+
+    type: Literal["full"] = "full"
+
+
+class LoraMethod(_Section):
+    """Low-rank adapters through peft; only the adapters train."""
+
+    type: Literal["lora"] = "lora"
+    r: int = Field(8, ge=1, description="Rank of the update B @ A.")
+    alpha: float = Field(16.0, gt=0, description="Scaling numerator: the update is scaled by alpha / r.")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the adapter input.")
+    target_modules: Literal["auto", "all-linear"] | list[str] = Field(
+        "auto",
+        description=(
+            "Modules to adapt: 'auto' (peft's default for the architecture), 'all-linear', "
+            "or a list of module names."
+        ),
+    )
+
+    @field_validator("target_modules")
+    @classmethod
+    def _non_empty(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list) and not value:
+            raise ValueError("must name at least one module")
+        return value
+
+
+MethodConfig = Annotated[FullMethod | LoraMethod, Field(discriminator="type")]
+
+
+# ---------------------------------------------------------------------------- data
+
+
+class SplitConfig(_Section):
+    val: float = Field(0.1, ge=0, lt=1, description="Fraction of rows held out for validation.")
+    test: float = Field(0.0, ge=0, lt=1, description="Fraction held out for the final test.")
+    seed: int = Field(0, description="Seed of the split; the same seed gives the same split.")
+
+    @model_validator(mode="after")
+    def _leaves_training_rows(self) -> SplitConfig:
+        if self.val + self.test >= 1:
+            raise ValueError(f"val + test must be below 1, got {self.val + self.test}")
+        return self
+
+
+class InstructionFields(_Section):
+    instruction: str = Field("instruction", description="Column holding the instruction.")
+    input: str = Field("input", description="Column holding the optional input (may be absent).")
+    output: str = Field("output", description="Column holding the target response.")
+
+
+DEFAULT_INSTRUCTION_TEMPLATE = "Instruction: {instruction}\nInput: {input}\nResponse:"
+DEFAULT_INSTRUCTION_TEMPLATE_NO_INPUT = "Instruction: {instruction}\nResponse:"
+
+
+class DataConfig(_Section):
+    train: str | list[str] = Field(
+        description="Training data: a path, a glob, or a list of them (.jsonl or .json)."
+    )
+    validation: str | list[str] | None = Field(
+        None, description="Explicit validation files; when unset, `split.val` carves them from train."
+    )
+    format: Literal["instruction"] = Field("instruction", description="How rows become prompts.")
+    fields: InstructionFields = Field(default_factory=InstructionFields)
+    template: str = Field(
+        DEFAULT_INSTRUCTION_TEMPLATE, description="Prompt for rows with an input ({field} placeholders)."
+    )
+    template_no_input: str = Field(
+        DEFAULT_INSTRUCTION_TEMPLATE_NO_INPUT, description="Prompt for rows whose input is empty."
+    )
+    response_prefix: str = Field(
+        " ", description="Text between the prompt and the response (trained as part of the response)."
+    )
+    max_length: int = Field(512, ge=8, description="Longest tokenized example (prompt + response + EOS).")
+    overlength: Literal["drop", "truncate", "error"] = Field(
+        "drop", description="What to do with longer examples; truncate cuts the prompt, never the whole response."
+    )
+    max_bad_fraction: float = Field(
+        0.05, ge=0, le=1, description="Stop when more than this fraction of rows is quarantined."
+    )
+    split: SplitConfig = Field(default_factory=SplitConfig)
+
+    @field_validator("train", "validation")
+    @classmethod
+    def _non_empty_paths(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if value is not None and (value == "" or value == []):
+            raise ValueError("must name at least one file")
+        return value
+
+    @field_validator("template", "template_no_input")
+    @classmethod
+    def _valid_template(cls, value: str) -> str:
+        try:
+            value.format_map(_AnyKey())
+        except (ValueError, IndexError) as err:
+            raise ValueError(f"not a valid format string: {err}") from None
+        return value
+
+
+class _AnyKey(dict):
+    """format_map target that accepts every placeholder, for template validation."""
+
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+# ---------------------------------------------------------------------------- train
+
+
+class TrainConfig(_Section):
+    epochs: float = Field(1.0, gt=0, description="Passes over the training split (fractions allowed).")
+    max_steps: int | None = Field(
+        None, ge=1, description="Optimizer steps to run; overrides `epochs` when set."
+    )
+    lr: float = Field(2.0e-4, gt=0, description="Peak learning rate.")
+    batch_size: int = Field(8, ge=1, description="Examples per worker per micro-batch.")
+    grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Fraction of steps spent warming up.")
+    warmup_steps: int | None = Field(None, ge=0, description="Warm-up steps; overrides warmup_ratio.")
+    scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
+        "linear", description="Learning-rate schedule (transformers' get_scheduler)."
+    )
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay (not on biases and norms).")
+    max_grad_norm: float | None = Field(1.0, gt=0, description="Clip gradients to this norm; null disables.")
+    seed: int = Field(0, description="Seed of data order, dropout and adapter init.")
+    logging_steps: int = Field(10, ge=1, description="Log loss, lr and tokens/s every N steps.")
+    eval_steps: int | None = Field(
+        50, ge=1, description="Evaluate on the validation split every N steps (and at start and end)."
+    )
+    save_steps: int | None = Field(
+        100, ge=1, description="Checkpoint every N steps (a final checkpoint is always written)."
+    )
+    backend: Literal["torch"] = Field("torch", description="Training engine: torch DDP.")
+
+
+# ---------------------------------------------------------------------------- eval
+
+
+class GenerateConfig(_Section):
+    max_new_tokens: int = Field(32, ge=1, description="Longest generated answer.")
+
+
+class EvalConfig(_Section):
+    metrics: list[Literal["perplexity", "exact_match"]] = Field(
+        default_factory=lambda: ["perplexity", "exact_match"],
+        description="Validation metrics; eval_loss is always computed.",
+    )
+    generate: GenerateConfig = Field(default_factory=GenerateConfig)
+    max_generate_examples: int = Field(
+        64, ge=1, description="Validation examples answered by generation for exact_match."
+    )
+    metric_for_best: str = Field("eval_loss", description="Reported metric that ranks checkpoints.")
+    mode: Literal["min", "max"] = Field("min", description="Whether lower or higher metric_for_best is better.")
+
+
+# ---------------------------------------------------------------------------- scaling & run
+
+
+class ScalingSection(_Section):
+    num_workers: int = Field(2, ge=1, description="Ray Train workers (data-parallel ranks).")
+    use_gpu: bool = Field(False, description="Give each worker a GPU.")
+    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs reserved per worker; also its torch threads.")
+
+
+class RunSection(_Section):
+    storage_path: str = Field("./runs", description="Where run directories live: <storage_path>/<name>/.")
+    max_failures: int = Field(0, ge=0, description="Restarts from the last checkpoint after infrastructure failures.")
+    num_checkpoints_to_keep: int | None = Field(
+        None, ge=1, description="Keep only the best N checkpoints (by eval.metric_for_best)."
+    )
+    overwrite: bool = Field(
+        False, description="Start over when <storage_path>/<name> holds a finished run (deletes it)."
+    )
+
+
+class ExperimentConfig(_Section):
+    name: str = Field(description="Run name: the run directory is <run.storage_path>/<name>.")
+    model: ModelConfig
+    method: MethodConfig = Field(default_factory=LoraMethod)
+    data: DataConfig
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    scaling: ScalingSection = Field(default_factory=ScalingSection)
+    run: RunSection = Field(default_factory=RunSection)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:
+        if not value or "/" in value or value in {".", ".."}:
+            raise ValueError(f"must be a plain directory name, got {value!r}")
+        return value
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.run.storage_path).expanduser().resolve() / self.name
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split `a.b.c=value` into its key path and a YAML-parsed value."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {text!r}: expected dotted.key=value")
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of `raw` with each dotted override set (sections are created as needed)."""
+    result = copy.deepcopy(raw)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = result
+        for depth, part in enumerate(path[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                where = ".".join(path[: depth + 1])
+                raise ConfigError(f"{where}: is a value, not a section; cannot set {'.'.join(path)}")
+            node = child
+        node[path[-1]] = value
+    return result
+
+
+def _format_validation_error(err: ValidationError) -> str:
+    lines = []
+    for problem in err.errors():
+        key = ".".join(str(part) for part in problem["loc"] if not _is_union_tag(part)) or "<root>"
+        message = problem["msg"].removeprefix("Value error, ")
+        if problem["type"] == "extra_forbidden":
+            message = "unknown key"
+        got = problem.get("input")
+        suffix = "" if problem["type"] in {"extra_forbidden", "missing"} or isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"{key}: {message}{suffix}")
+    return "\n".join(lines)
+
+
+_METHOD_TAGS = {method.model_fields["type"].default for method in (FullMethod, LoraMethod)}
+
+
+def _is_union_tag(part: object) -> bool:
+    """pydantic puts the discriminator value (e.g. 'lora') into error locations; hide it."""
+    return part in _METHOD_TAGS
+
+
+def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None) -> ExperimentConfig:
+    merged = apply_overrides(raw, overrides or [])
+    try:
+        return ExperimentConfig.model_validate(merged)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Load a YAML experiment file, apply `key=value` overrides, validate.
+
+    Relative data paths are resolved against the current directory, as a shell user expects.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    return config_from_dict(raw, overrides)
+
+
+def to_yaml(config: ExperimentConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def total_warmup_steps(train: TrainConfig, total_steps: int) -> int:
+    if train.warmup_steps is not None:
+        return min(train.warmup_steps, total_steps)
+    return math.ceil(train.warmup_ratio * total_steps)

@@ -1,0 +1,1 @@
+"""Reading, validating, formatting, tokenizing and splitting training data."""

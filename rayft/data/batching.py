@@ -1,0 +1,74 @@
+"""Per-worker example order and batch collation.
+
+Every worker sees the whole tokenized split and takes every world-th example of a seeded
+per-epoch permutation (DistributedSampler semantics). The order is a pure function of
+(seed, epoch, rank), which is what makes exact resume possible: a checkpoint only needs the
+epoch and the position within it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from rayft.data.tokenize import IGNORE_INDEX
+
+
+@dataclass(frozen=True)
+class Example:
+    input_ids: list[int]
+    labels: list[int]
+    prompt_len: int
+    response: str
+
+
+def load_examples(rows: Iterable[dict[str, Any]]) -> list[Example]:
+    """Examples in their stable `idx` order, whatever order the dataset streamed them in."""
+    ordered = sorted(rows, key=lambda row: int(row["idx"]))
+    return [
+        Example(
+            input_ids=[int(t) for t in row["input_ids"]],
+            labels=[int(t) for t in row["labels"]],
+            prompt_len=int(row["prompt_len"]),
+            response=str(row["response"]),
+        )
+        for row in ordered
+    ]
+
+
+def epoch_batches(n_examples: int, batch_size: int, world_size: int, rank: int, seed: int, epoch: int) -> list[list[int]]:
+    """This rank's micro-batches (example indices) for one epoch.
+
+    The permutation is padded by wrapping so every rank gets the same number of batches,
+    which keeps DDP collectives and `ray.train.report` calls in step across ranks.
+    """
+    order = np.random.default_rng([seed, epoch]).permutation(n_examples)
+    per_rank = math.ceil(n_examples / world_size)
+    padded = np.resize(order, per_rank * world_size)
+    mine = padded[rank::world_size].tolist()
+    return [mine[start : start + batch_size] for start in range(0, len(mine), batch_size)]
+
+
+def micro_batches_per_epoch(n_examples: int, batch_size: int, world_size: int) -> int:
+    return math.ceil(math.ceil(n_examples / world_size) / batch_size)
+
+
+def collate(examples: list[Example], pad_id: int, device: torch.device | None = None) -> dict[str, torch.Tensor]:
+    """Right-pad a batch; padding positions get attention 0 and label -100 (masked by position,
+    so a pad id equal to EOS never hides the trained EOS)."""
+    width = max(len(example.input_ids) for example in examples)
+    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+    attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, example in enumerate(examples):
+        length = len(example.input_ids)
+        input_ids[row, :length] = torch.tensor(example.input_ids)
+        labels[row, :length] = torch.tensor(example.labels)
+        attention_mask[row, :length] = 1
+    batch = {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+    return {key: value.to(device) for key, value in batch.items()} if device is not None else batch

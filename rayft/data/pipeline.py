@@ -1,0 +1,204 @@
+"""From configured files to tokenized Ray Datasets, with every row accounted for.
+
+read -> validate (bad rows quarantined with file and line) -> format -> split -> tokenize on
+Ray Data (rows too long or with nothing to train on are filtered, with reasons).
+Counts reconcile: read = kept + quarantined + filtered.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import ray.data
+
+from rayft.config import DataConfig, ExperimentConfig
+from rayft.data.formats import format_instruction, validate_instruction
+from rayft.data.readers import DataError, RowProblem, expand_paths, read_rows
+from rayft.data.split import TEST, TRAIN, VAL, assign_splits
+from rayft.data.tokenize import Dropped, tokenize_example
+
+QUARANTINE_FILE = "quarantine.jsonl"
+SUMMARY_FILE = "data_summary.json"
+
+
+@dataclass
+class DataCounts:
+    read: int = 0
+    kept: int = 0
+    quarantined: dict[str, int] = field(default_factory=dict)
+    filtered: dict[str, int] = field(default_factory=dict)
+    splits: dict[str, int] = field(default_factory=dict)
+
+    def reconciles(self) -> bool:
+        return self.read == self.kept + sum(self.quarantined.values()) + sum(self.filtered.values())
+
+
+@dataclass
+class PreparedData:
+    train: ray.data.Dataset
+    validation: ray.data.Dataset | None
+    counts: DataCounts
+
+
+@dataclass
+class _ReadResult:
+    rows: list[dict[str, Any]]
+    problems: list[RowProblem]
+
+
+def _read_and_format(spec: str | list[str], key: str, data: DataConfig) -> _ReadResult:
+    rows: list[dict[str, Any]] = []
+    problems: list[RowProblem] = []
+    for path in expand_paths(spec, key):
+        for row in read_rows(path):
+            reason = row.error or validate_instruction(row.record or {}, data)
+            if reason is not None:
+                kind, _, detail = reason.partition(": ")
+                raw = "" if row.record is None else json.dumps(row.record, ensure_ascii=False)[:2000]
+                problems.append(RowProblem(row.source, row.line, kind, detail, raw))
+                continue
+            example = format_instruction(row.record or {}, data)
+            rows.append({"source": row.source, "line": row.line, "prompt": example.prompt, "response": example.response})
+    return _ReadResult(rows, problems)
+
+
+def _check_usable(result: _ReadResult, key: str, data: DataConfig, quarantine: Path) -> None:
+    total = len(result.rows) + len(result.problems)
+    if total == 0:
+        raise DataError(f"{key}: the files hold no rows; add data or point {key} elsewhere")
+    if not result.rows:
+        first = result.problems[0]
+        raise DataError(
+            f"{key}: all {total} rows are bad (first: {first.source}:{first.line} {first.reason}: {first.detail}); "
+            f"see {quarantine}"
+        )
+    fraction = len(result.problems) / total
+    if fraction > data.max_bad_fraction:
+        first = result.problems[0]
+        raise DataError(
+            f"{key}: {len(result.problems)} of {total} rows are bad ({fraction:.1%} > data.max_bad_fraction "
+            f"{data.max_bad_fraction}); first: {first.source}:{first.line} {first.reason}: {first.detail}; see {quarantine}"
+        )
+
+
+@lru_cache(maxsize=4)
+def _cached_tokenizer(path: str) -> Any:
+    from rayft.models.loading import load_tokenizer
+
+    return load_tokenizer(path)
+
+
+class _TokenizeBatch:
+    """Ray Data transform: tokenize a batch, marking (not raising on) rows that must be filtered."""
+
+    def __init__(self, tokenizer_path: str, data: DataConfig) -> None:
+        self.tokenizer_path = tokenizer_path
+        self.max_length = data.max_length
+        self.overlength = data.overlength
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        tokenizer = _cached_tokenizer(self.tokenizer_path)
+        input_ids, labels, prompt_lens, reasons = [], [], [], []
+        for prompt, response in zip(batch["prompt"], batch["response"]):
+            result = tokenize_example(prompt, response, tokenizer, self.max_length, self.overlength)
+            if isinstance(result, Dropped):
+                input_ids.append([])
+                labels.append([])
+                prompt_lens.append(0)
+                reasons.append(f"{result.reason}: {result.detail}")
+            else:
+                input_ids.append(result.input_ids)
+                labels.append(result.labels)
+                prompt_lens.append(result.prompt_len)
+                reasons.append("")
+        return batch.assign(input_ids=input_ids, labels=labels, prompt_len=prompt_lens, drop_reason=reasons)
+
+
+def _tokenize(rows: list[dict[str, Any]], tokenizer_path: str, data: DataConfig) -> ray.data.Dataset:
+    dataset = ray.data.from_items(rows, override_num_blocks=max(1, min(8, len(rows) // 512)))
+    return dataset.map_batches(_TokenizeBatch(tokenizer_path, data), batch_format="pandas").materialize()
+
+
+def _filtered_rows(dataset: ray.data.Dataset) -> list[dict[str, Any]]:
+    return dataset.filter(lambda row: row["drop_reason"] != "").select_columns(["source", "line", "drop_reason"]).take_all()
+
+
+def _kept(dataset: ray.data.Dataset) -> ray.data.Dataset:
+    columns = ["idx", "input_ids", "labels", "prompt_len", "response"]
+    return dataset.filter(lambda row: row["drop_reason"] == "").select_columns(columns).materialize()
+
+
+@dataclass
+class SplitRows:
+    """Validated, formatted rows per split: the Ray-free first stage, so bad data fails before Ray starts."""
+
+    by_split: dict[str, list[dict[str, Any]]]
+    counts: DataCounts
+
+
+def read_splits(config: ExperimentConfig, run_dir: Path) -> SplitRows:
+    """Read, validate and split; write quarantine.jsonl into run_dir. Raises DataError on unusable data."""
+    data = config.data
+    quarantine = run_dir / QUARANTINE_FILE
+    train_read = _read_and_format(data.train, "data.train", data)
+    val_read = _read_and_format(data.validation, "data.validation", data) if data.validation else None
+
+    problems = train_read.problems + (val_read.problems if val_read else [])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with quarantine.open("w") as handle:
+        for problem in problems:
+            handle.write(json.dumps(problem.as_dict(), ensure_ascii=False) + "\n")
+    _check_usable(train_read, "data.train", data, quarantine)
+    if val_read is not None:
+        _check_usable(val_read, "data.validation", data, quarantine)
+
+    labels = assign_splits(len(train_read.rows), data.split, carve_val=val_read is None)
+    by_split: dict[str, list[dict[str, Any]]] = {TRAIN: [], VAL: [], TEST: []}
+    for row, label in zip(train_read.rows, labels):
+        by_split[label].append(row)
+    if val_read is not None:
+        by_split[VAL] = val_read.rows
+    for rows in by_split.values():
+        for index, row in enumerate(rows):
+            row["idx"] = index
+    counts = DataCounts(
+        read=len(train_read.rows) + (len(val_read.rows) if val_read else 0) + len(problems),
+        quarantined=dict(Counter(p.reason for p in problems)),
+    )
+    return SplitRows(by_split, counts)
+
+
+def tokenize_splits(split_rows: SplitRows, config: ExperimentConfig, tokenizer_path: str, run_dir: Path) -> PreparedData:
+    """Tokenize each split on Ray Data; filter (and count) rows that cannot train; write data_summary.json."""
+    data = config.data
+    counts = split_rows.counts
+    datasets: dict[str, ray.data.Dataset] = {}
+    filtered: Counter[str] = Counter()
+    for name, rows in split_rows.by_split.items():
+        if not rows:
+            counts.splits[name] = 0
+            continue
+        tokenized = _tokenize(rows, tokenizer_path, data)
+        dropped = _filtered_rows(tokenized)
+        overlong = [d for d in dropped if d["drop_reason"].startswith("overlength")]
+        if overlong and data.overlength == "error":
+            first = overlong[0]
+            raise DataError(
+                f"{first['source']}:{first['line']}: {first['drop_reason']} (data.overlength is 'error'; "
+                "raise data.max_length or choose drop/truncate)"
+            )
+        filtered.update(d["drop_reason"].partition(":")[0] for d in dropped)
+        datasets[name] = _kept(tokenized)
+        counts.splits[name] = len(rows) - len(dropped)
+    counts.filtered = dict(filtered)
+    counts.kept = sum(counts.splits.values())
+    (run_dir / SUMMARY_FILE).write_text(json.dumps(asdict(counts), indent=2) + "\n")
+    if counts.splits.get(TRAIN, 0) == 0:
+        raise DataError(f"data.train: no training rows left after filtering ({counts.filtered}); see {run_dir / SUMMARY_FILE}")
+    return PreparedData(train=datasets[TRAIN], validation=datasets.get(VAL), counts=counts)

@@ -1,0 +1,1 @@
+"""Metrics, generation and validation during and after training."""

@@ -1,0 +1,1 @@
+"""Base models, tokenizers and the fine-tuning methods applied to them."""

@@ -1,0 +1,105 @@
+"""Load (or build) the base model and its tokenizer.
+
+The driver resolves the model once (`resolve_base_model`) so that a bad path fails before any
+worker starts, and a tiny model is built once and saved, so every worker loads identical weights.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    ByT5Tokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from rayft.config import ModelConfig, TinyModelSpec, UserInputError
+
+
+class ModelLoadError(UserInputError):
+    """The configured model or tokenizer cannot be found or loaded."""
+
+
+def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    """Load a tokenizer and make sure it can pad.
+
+    Tokenizers without a pad token reuse EOS for padding; labels on padding are masked by
+    position (not by token id), so the EOS that ends each response is still trained.
+    """
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    if tokenizer.eos_token_id is None:
+        raise ModelLoadError(f"tokenizer {name_or_path!r} has no EOS token; responses could never end")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def build_tiny_model(spec: TinyModelSpec, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+    """A randomly initialised causal LM of the given shape, seeded so every build is identical."""
+    config = AutoConfig.for_model(
+        spec.arch,
+        vocab_size=len(tokenizer),
+        hidden_size=spec.hidden,
+        num_hidden_layers=spec.layers,
+        num_attention_heads=spec.heads,
+        intermediate_size=spec.intermediate or 4 * spec.hidden,
+        max_position_embeddings=spec.max_position,
+        initializer_range=spec.initializer_range,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        tie_word_embeddings=False,
+    )
+    if spec.arch == "gpt2":
+        config.n_inner = spec.intermediate or 4 * spec.hidden
+        config.n_positions = spec.max_position
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec.seed)
+        return AutoModelForCausalLM.from_config(config)
+
+
+def resolve_base_model(model: ModelConfig, run_dir: Path) -> str:
+    """Return a path or hub id every worker can load; fail here, in the driver, if there is none.
+
+    A tiny model is built and saved (with its byte-level tokenizer) under `run_dir/base_model`,
+    which also makes LoRA checkpoints loadable later through `peft.PeftModel.from_pretrained`.
+    """
+    if model.tiny is not None:
+        target = run_dir / "base_model"
+        if not (target / "config.json").is_file():
+            tokenizer = load_tokenizer(model.tokenizer) if model.tokenizer else ByT5Tokenizer()
+            build_tiny_model(model.tiny, tokenizer).save_pretrained(target)
+            tokenizer.save_pretrained(target)
+        return str(target)
+    assert model.name_or_path is not None
+    local = Path(model.name_or_path).expanduser()
+    if local.exists() and not (local / "config.json").is_file():
+        raise ModelLoadError(
+            f"model.name_or_path: {str(local)!r} is not a model directory (no config.json); "
+            "point it at a directory written by save_pretrained or at a hub id"
+        )
+    try:
+        AutoConfig.from_pretrained(model.name_or_path, trust_remote_code=model.trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(
+            f"model.name_or_path: cannot load {model.name_or_path!r} ({_first_line(err)}); "
+            "give a local model directory or a Hugging Face hub id you can reach"
+        ) from None
+    return str(local) if local.exists() else model.name_or_path
+
+
+def tokenizer_source(model: ModelConfig, base_path: str) -> str:
+    return model.tokenizer or base_path
+
+
+def load_causal_lm(path: str, trust_remote_code: bool = False) -> PreTrainedModel:
+    return AutoModelForCausalLM.from_pretrained(path, trust_remote_code=trust_remote_code, dtype=torch.float32)
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

@@ -1,0 +1,1 @@
+"""Metrics files, plots and run summaries."""

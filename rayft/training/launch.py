@@ -1,0 +1,198 @@
+"""The driver side of a fine-tune: check everything, start Ray, fit a TorchTrainer, write the results.
+
+Everything that can fail deterministically (config, model path, tokenizer, data files) is
+checked here before any Ray worker starts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from rayft.config import ConfigError, ExperimentConfig, config_from_dict, load_config, to_yaml
+from rayft.data.pipeline import read_splits, tokenize_splits
+from rayft.models.loading import load_tokenizer, resolve_base_model, tokenizer_source
+from rayft.tracking.metrics_log import METRICS_FILE, read_metrics
+from rayft.tracking.plots import plot_loss_curves
+from rayft.tracking.summary import before_after_table
+from rayft.training.cluster import ensure_ray
+from rayft.training.loop import LoopSettings, train_loop_per_worker
+
+logger = logging.getLogger("rayft")
+
+CONFIG_FILE = "config.yaml"
+RESULT_FILE = "result.json"
+LOSS_PLOT_FILE = "loss.png"
+
+
+class TrainingFailed(RuntimeError):
+    """The Ray Train run ended with an error after its retries."""
+
+
+@dataclass
+class TrainResult:
+    run_dir: str
+    best_checkpoint: str | None
+    last_checkpoint: str | None
+    metrics: dict[str, Any]
+    best_metrics: dict[str, Any]
+    before: dict[str, Any]
+    trainable_params: int | None
+    total_params: int | None
+    data: dict[str, Any]
+    wall_time_s: float
+    checkpoints: list[dict[str, Any]] = field(default_factory=list)
+
+
+def as_config(config: ExperimentConfig | str | Path | dict[str, Any], overrides: list[str] | None = None) -> ExperimentConfig:
+    if isinstance(config, ExperimentConfig):
+        return config_from_dict(config.model_dump(mode="json"), overrides) if overrides else config
+    if isinstance(config, dict):
+        return config_from_dict(config, overrides)
+    return load_config(config, overrides)
+
+
+def _differing_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = sorted(set(old) | set(new))
+        return [d for k in keys for d in _differing_keys(old.get(k), new.get(k), f"{prefix}{k}.")]
+    return [] if old == new else [prefix.rstrip(".")]
+
+
+def prepare_run_dir(config: ExperimentConfig, resume: bool) -> Path:
+    """Decide between a fresh run, a resume of an unfinished one, or an error; write config.yaml."""
+    run_dir = config.run_dir
+    finished = (run_dir / RESULT_FILE).is_file()
+    if run_dir.exists() and config.run.overwrite and not resume:
+        shutil.rmtree(run_dir)
+    elif finished and not resume:
+        raise ConfigError(
+            f"name: {run_dir} already holds a finished run; pick another name, pass --resume to continue it, "
+            "or set run.overwrite=true to start over"
+        )
+    elif (run_dir / CONFIG_FILE).is_file():
+        previous = yaml.safe_load((run_dir / CONFIG_FILE).read_text())
+        current = config.model_dump(mode="json")
+        changed = [k for k in _differing_keys(previous, current) if k != "run.overwrite"]
+        if changed:
+            raise ConfigError(
+                f"{changed[0]}: differs from the unfinished run in {run_dir} ({', '.join(changed)}); "
+                "resuming needs the same config: restore it, pick another name, or set run.overwrite=true"
+            )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / CONFIG_FILE).write_text(to_yaml(config))
+    return run_dir
+
+
+def _trainer(config: ExperimentConfig, settings: LoopSettings, datasets: dict[str, Any]) -> TorchTrainer:
+    scaling = config.scaling
+    score = config.eval.metric_for_best if "validation" in datasets else None
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=asdict(settings),
+        scaling_config=ScalingConfig(
+            num_workers=scaling.num_workers,
+            use_gpu=scaling.use_gpu,
+            resources_per_worker={"CPU": scaling.cpus_per_worker, **({"GPU": 1} if scaling.use_gpu else {})},
+        ),
+        run_config=RunConfig(
+            name=config.name,
+            storage_path=str(config.run_dir.parent),
+            failure_config=FailureConfig(max_failures=config.run.max_failures),
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=config.run.num_checkpoints_to_keep,
+                checkpoint_score_attribute=score,
+                checkpoint_score_order=config.eval.mode,
+            ),
+        ),
+        datasets=datasets,
+        # Every worker sees whole splits and takes its own seeded stride (see data/batching.py).
+        dataset_config=DataConfig(datasets_to_split=[]),
+    )
+
+
+def _best(checkpoints: list[tuple[Any, dict[str, Any]]], metric: str, mode: str) -> tuple[Any, dict[str, Any]] | None:
+    scored = [(c, m) for c, m in checkpoints if isinstance(m.get(metric), (int, float))]
+    if not scored:
+        return checkpoints[-1] if checkpoints else None
+    pick = min if mode == "min" else max
+    return pick(scored, key=lambda pair: pair[1][metric])
+
+
+def train(
+    config: ExperimentConfig | str | Path | dict[str, Any],
+    overrides: list[str] | None = None,
+    address: str | None = None,
+    resume: bool = False,
+) -> TrainResult:
+    """Fine-tune as configured; returns (and writes to result.json) the final and best metrics."""
+    started = time.time()
+    config = as_config(config, overrides)
+    run_dir = prepare_run_dir(config, resume)
+    base_model = resolve_base_model(config.model, run_dir)
+    tokenizer_path = tokenizer_source(config.model, base_model)
+    load_tokenizer(tokenizer_path, config.model.trust_remote_code)
+    split_rows = read_splits(config, run_dir)
+
+    ensure_ray(address, config.scaling.num_workers * config.scaling.cpus_per_worker + 1)
+    prepared = tokenize_splits(split_rows, config, tokenizer_path, run_dir)
+    datasets = {"train": prepared.train}
+    if prepared.validation is not None:
+        datasets["validation"] = prepared.validation
+    settings = LoopSettings(
+        experiment=config.model_dump(mode="json"),
+        base_model=base_model,
+        tokenizer=tokenizer_path,
+        run_dir=str(run_dir),
+        has_validation=prepared.validation is not None,
+    )
+    try:
+        result = _trainer(config, settings, datasets).fit()
+    except Exception as err:  # Ray wraps worker errors; keep the root cause readable
+        raise TrainingFailed(f"training failed: {err}") from err
+    if result.error is not None:
+        raise TrainingFailed(f"training failed: {result.error}") from result.error
+
+    records = read_metrics(run_dir / METRICS_FILE)
+    start = next((r for r in records if r.get("step") == 0), {})
+    checkpoints = list(result.best_checkpoints or [])
+    best = _best(checkpoints, config.eval.metric_for_best, config.eval.mode)
+    summary = TrainResult(
+        run_dir=str(run_dir),
+        best_checkpoint=best[0].path if best else None,
+        last_checkpoint=result.checkpoint.path if result.checkpoint else None,
+        metrics=dict(result.metrics or {}),
+        best_metrics=dict(best[1]) if best else {},
+        before={k: v for k, v in start.items() if k in {"eval_loss", "perplexity", "exact_match"}},
+        trainable_params=start.get("trainable_params"),
+        total_params=start.get("total_params"),
+        data=asdict(prepared.counts),
+        wall_time_s=round(time.time() - started, 2),
+        checkpoints=[{"path": c.path, **m} for c, m in checkpoints],
+    )
+    (run_dir / RESULT_FILE).write_text(json.dumps(asdict(summary), indent=2, default=str) + "\n")
+    plot_loss_curves(records, run_dir / LOSS_PLOT_FILE, f"{config.name}: loss")
+    return summary
+
+
+def render_summary(result: TrainResult) -> str:
+    params = ""
+    if result.trainable_params is not None and result.total_params:
+        share = 100 * result.trainable_params / result.total_params
+        params = f"trainable parameters: {result.trainable_params:,} of {result.total_params:,} ({share:.2f}%)\n"
+    return (
+        f"\nrun directory: {result.run_dir}\n{params}"
+        f"best checkpoint: {result.best_checkpoint}\n"
+        f"wall time: {result.wall_time_s:.1f} s\n\n"
+        + before_after_table(result.before, result.best_metrics)
+        + "\n"
+    )

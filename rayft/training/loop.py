@@ -1,0 +1,248 @@
+"""The per-worker training loop: every step that happens on a Ray Train worker, in order.
+
+Read top to bottom: set up (model, method, data, optimizer, scheduler), restore from a
+checkpoint if Ray hands one over, evaluate once before training, then loop
+forward/backward/step with periodic logging, evaluation and checkpointing.
+Host syncs (`.item()`) happen only at logging, evaluation and save steps.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray.data
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+from ray.experimental import tqdm_ray
+from torch import nn
+from transformers import get_scheduler
+
+from rayft.config import ExperimentConfig, TrainConfig, total_warmup_steps
+from rayft.data.batching import Example, collate, epoch_batches, load_examples, micro_batches_per_epoch
+from rayft.evaluate.validation import evaluate_validation
+from rayft.models.loading import load_causal_lm, load_tokenizer
+from rayft.models.methods import apply_method, count_parameters
+from rayft.tracking.metrics_log import METRICS_FILE, MetricsLog
+from rayft.training.checkpoint import Progress, restore_checkpoint, rng_state, save_checkpoint
+
+logger = logging.getLogger("rayft.train")
+
+FAIL_AT_STEP_ENV = "RAYFT_FAIL_AT_STEP"
+"""Fault injection for resume tests: rank 0 raises after this optimizer step on a fresh start."""
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """What the driver resolved for the workers (paths that exist, the run directory)."""
+
+    experiment: dict[str, Any]
+    base_model: str
+    tokenizer: str
+    run_dir: str
+    has_validation: bool
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build_optimizer(model: nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW; biases and 1-d weights (norms) get no weight decay."""
+    decay, no_decay = [], []
+    for parameter in model.parameters():
+        if parameter.requires_grad:
+            (no_decay if parameter.ndim < 2 else decay).append(parameter)
+    groups = [{"params": decay, "weight_decay": train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=train.lr)
+
+
+def total_steps(train: TrainConfig, steps_per_epoch: int) -> int:
+    if train.max_steps is not None:
+        return train.max_steps
+    return max(1, math.ceil(train.epochs * steps_per_epoch))
+
+
+def _gather_rng_states() -> list[dict[str, Any]]:
+    local = rng_state()
+    if not dist.is_initialized():
+        return [local]
+    states: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(states, local)
+    return states
+
+
+def _report(
+    metrics: dict[str, Any],
+    save: bool,
+    rank: int,
+    model: nn.Module,
+    tokenizer: Any,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    progress: Progress,
+) -> None:
+    """Report to Ray Train on every rank (same count everywhere); rank 0 attaches the checkpoint."""
+    if not save:
+        ray.train.report(metrics)
+        return
+    rng_states = _gather_rng_states()  # collective: every rank takes part
+    if rank != 0:
+        ray.train.report(metrics)
+        return
+    directory = Path(tempfile.mkdtemp(prefix="rayft-ckpt-"))
+    try:
+        unwrapped = getattr(model, "module", model)
+        save_checkpoint(directory, unwrapped, tokenizer, optimizer, scheduler, progress, rng_states, metrics)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(directory)))
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def train_loop_per_worker(settings: dict[str, Any]) -> None:
+    loop = LoopSettings(**settings)
+    config = ExperimentConfig.model_validate(loop.experiment)
+    train_cfg = config.train
+    context = ray.train.get_context()
+    rank, world_size = context.get_world_rank(), context.get_world_size()
+    if not config.scaling.use_gpu:
+        torch.set_num_threads(max(1, int(config.scaling.cpus_per_worker)))
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # one line per report is noise at our cadence
+    ray.data.DataContext.get_current().enable_progress_bars = False
+
+    # ---- model and method (same seed on every rank: identical adapter init)
+    seed_everything(train_cfg.seed)
+    tokenizer = load_tokenizer(loop.tokenizer)
+    model = apply_method(load_causal_lm(loop.base_model), config.method)
+    trainable_params, total_params = count_parameters(model)
+    if rank == 0:
+        logger.info(
+            "method %s: %s trainable of %s parameters (%.2f%%)",
+            config.method.type, f"{trainable_params:,}", f"{total_params:,}", 100 * trainable_params / total_params,
+        )
+
+    # ---- data: every rank holds the tokenized splits and takes its stride of each epoch
+    train_examples = load_examples(ray.train.get_dataset_shard("train").iter_rows())
+    val_examples: list[Example] = (
+        load_examples(ray.train.get_dataset_shard("validation").iter_rows()) if loop.has_validation else []
+    )
+    micro_per_epoch = micro_batches_per_epoch(len(train_examples), train_cfg.batch_size, world_size)
+    steps_per_epoch = math.ceil(micro_per_epoch / train_cfg.grad_accum)
+    max_steps = total_steps(train_cfg, steps_per_epoch)
+
+    # ---- engine: DDP, optimizer, schedule
+    model = ray.train.torch.prepare_model(model)
+    optimizer = build_optimizer(model, train_cfg)
+    scheduler = get_scheduler(
+        train_cfg.scheduler,
+        optimizer,
+        num_warmup_steps=total_warmup_steps(train_cfg, max_steps),
+        num_training_steps=max_steps,
+    )
+    device = ray.train.torch.get_device()
+
+    # ---- resume
+    progress = Progress()
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            progress = restore_checkpoint(Path(directory), getattr(model, "module", model), optimizer, scheduler, rank, world_size)
+        logger.info("rank %d resumed at step %d (epoch %d, micro-batch %d)", rank, progress.step, progress.epoch, progress.micro_batch)
+    else:
+        seed_everything(train_cfg.seed + rank)  # distinct dropout noise per rank
+    fail_at = int(os.environ.get(FAIL_AT_STEP_ENV, "0")) if checkpoint is None else 0
+    log = MetricsLog(Path(loop.run_dir) / METRICS_FILE) if rank == 0 else None
+    if log is not None:
+        log.truncate_after(progress.step)
+
+    def evaluate() -> dict[str, float]:
+        return evaluate_validation(model, tokenizer, val_examples, config.eval, train_cfg.batch_size, rank, world_size)
+
+    def record(metrics: dict[str, Any]) -> None:
+        if log is not None:
+            log.write({"step": progress.step, "epoch": round(progress.step / steps_per_epoch, 4), **metrics, "time": time.time()})
+
+    if progress.step == 0:
+        start_metrics = {"trainable_params": trainable_params, "total_params": total_params, "max_steps": max_steps}
+        if val_examples:
+            start_metrics |= evaluate()
+        record(start_metrics)
+        _report({"step": 0, **start_metrics}, False, rank, model, tokenizer, optimizer, scheduler, progress)
+
+    # ---- the loop
+    bar = tqdm_ray.tqdm(total=max_steps, desc=f"{config.name} steps") if rank == 0 else None
+    if bar is not None:
+        bar.update(progress.step)
+    model.train()
+    running_loss = torch.zeros((), device=device)
+    window_tokens, window_steps, window_start = 0, 0, time.perf_counter()
+    last_eval: dict[str, float] = {}
+    while progress.step < max_steps:
+        batches = epoch_batches(len(train_examples), train_cfg.batch_size, world_size, rank, train_cfg.seed, progress.epoch)
+        while progress.micro_batch < len(batches) and progress.step < max_steps:
+            group = batches[progress.micro_batch : progress.micro_batch + train_cfg.grad_accum]
+            collated = [collate([train_examples[i] for i in ids], tokenizer.pad_token_id, device) for ids in group]
+            step_tokens = sum(int((b["labels"][:, 1:] != -100).sum()) for b in collated)
+            for index, batch in enumerate(collated):
+                sync = index == len(collated) - 1 or not hasattr(model, "no_sync")
+                with nullcontext() if sync else model.no_sync():
+                    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+                    loss_sum = nn.functional.cross_entropy(
+                        logits[:, :-1].flatten(0, 1).float(), batch["labels"][:, 1:].flatten(), ignore_index=-100, reduction="sum"
+                    )
+                    (loss_sum / max(step_tokens, 1)).backward()
+                running_loss += loss_sum.detach() / max(step_tokens, 1)
+                window_tokens += int(batch["attention_mask"].sum())
+            if train_cfg.max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            progress.step += 1
+            progress.micro_batch += len(group)
+            window_steps += 1
+            if bar is not None:
+                bar.update(1)
+            if progress.micro_batch >= len(batches):
+                progress.epoch, progress.micro_batch = progress.epoch + 1, 0
+
+            if progress.step % train_cfg.logging_steps == 0 or progress.step == max_steps:
+                elapsed = time.perf_counter() - window_start
+                record({
+                    "loss": running_loss.item() / window_steps,
+                    "lr": scheduler.get_last_lr()[0],
+                    "tokens_per_s": window_tokens * world_size / max(elapsed, 1e-9),
+                })
+                running_loss.zero_()
+                window_tokens, window_steps, window_start = 0, 0, time.perf_counter()
+
+            final = progress.step == max_steps
+            save = final or (train_cfg.save_steps is not None and progress.step % train_cfg.save_steps == 0)
+            do_eval = bool(val_examples) and (
+                save or (train_cfg.eval_steps is not None and progress.step % train_cfg.eval_steps == 0)
+            )
+            if do_eval:
+                last_eval = evaluate()
+                record(last_eval)
+            if do_eval or save:
+                _report({"step": progress.step, "epoch": round(progress.step / steps_per_epoch, 4), **last_eval}, save, rank, model, tokenizer, optimizer, scheduler, progress)
+            if fail_at and progress.step == fail_at and rank == 0:
+                raise RuntimeError(f"{FAIL_AT_STEP_ENV}={fail_at}: injected failure after step {fail_at}")
+    if bar is not None:
+        bar.close()
+
