@@ -131,7 +131,10 @@ def _filtered_rows(dataset: ray.data.Dataset) -> list[dict[str, Any]]:
 
 def _kept(dataset: ray.data.Dataset) -> ray.data.Dataset:
     columns = ["idx", "input_ids", "labels", "prompt_len", "response"]
-    return dataset.filter(lambda row: row["drop_reason"] == "").select_columns(columns).materialize()
+    kept = dataset.filter(lambda row: row["drop_reason"] == "").select_columns(columns).materialize()
+    # Workers read these materialized blocks in milliseconds; a progress bar per read is noise.
+    kept.context.enable_progress_bars = False
+    return kept
 
 
 @dataclass

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -25,7 +26,7 @@ from rayft.tracking.metrics_log import METRICS_FILE, read_metrics
 from rayft.tracking.plots import plot_loss_curves
 from rayft.tracking.summary import before_after_table
 from rayft.training.cluster import ensure_ray
-from rayft.training.loop import LoopSettings, train_loop_per_worker
+from rayft.training.loop import FAIL_AT_STEP_ENV, LoopSettings, train_loop_per_worker
 
 logger = logging.getLogger("rayft")
 
@@ -154,6 +155,7 @@ def train(
         tokenizer=tokenizer_path,
         run_dir=str(run_dir),
         has_validation=prepared.validation is not None,
+        fail_at_step=int(os.environ.get(FAIL_AT_STEP_ENV, "0")),
     )
     try:
         result = _trainer(config, settings, datasets).fit()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import random
 import shutil
 import tempfile
@@ -21,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import ray.data
 import ray.train
 import ray.train.torch
 import torch
@@ -41,7 +39,8 @@ from rayft.training.checkpoint import Progress, restore_checkpoint, rng_state, s
 logger = logging.getLogger("rayft.train")
 
 FAIL_AT_STEP_ENV = "RAYFT_FAIL_AT_STEP"
-"""Fault injection for resume tests: rank 0 raises after this optimizer step on a fresh start."""
+"""Fault injection (read by the driver): rank 0 raises after this optimizer step on a fresh start,
+so tests can prove that a restarted run resumes exactly."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +52,7 @@ class LoopSettings:
     tokenizer: str
     run_dir: str
     has_validation: bool
+    fail_at_step: int = 0
 
 
 def seed_everything(seed: int) -> None:
@@ -113,6 +113,13 @@ def _report(
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def _quiet_report_logging() -> None:
+    """Ray Train logs every report at INFO under a file-path logger name; our metrics log says it already."""
+    from ray.train.v2._internal.execution import context as train_context
+
+    logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
+
+
 def train_loop_per_worker(settings: dict[str, Any]) -> None:
     loop = LoopSettings(**settings)
     config = ExperimentConfig.model_validate(loop.experiment)
@@ -122,8 +129,7 @@ def train_loop_per_worker(settings: dict[str, Any]) -> None:
     if not config.scaling.use_gpu:
         torch.set_num_threads(max(1, int(config.scaling.cpus_per_worker)))
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    logging.getLogger("ray.train").setLevel(logging.WARNING)  # one line per report is noise at our cadence
-    ray.data.DataContext.get_current().enable_progress_bars = False
+    _quiet_report_logging()
 
     # ---- model and method (same seed on every rank: identical adapter init)
     seed_everything(train_cfg.seed)
@@ -165,7 +171,7 @@ def train_loop_per_worker(settings: dict[str, Any]) -> None:
         logger.info("rank %d resumed at step %d (epoch %d, micro-batch %d)", rank, progress.step, progress.epoch, progress.micro_batch)
     else:
         seed_everything(train_cfg.seed + rank)  # distinct dropout noise per rank
-    fail_at = int(os.environ.get(FAIL_AT_STEP_ENV, "0")) if checkpoint is None else 0
+    fail_at = loop.fail_at_step if checkpoint is None else 0
     log = MetricsLog(Path(loop.run_dir) / METRICS_FILE) if rank == 0 else None
     if log is not None:
         log.truncate_after(progress.step)

@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rayft.config import config_from_dict
+from rayft.data.pipeline import QUARANTINE_FILE, read_splits
+from rayft.data.readers import DataError
+from tests.conftest import tiny_experiment, write_jsonl
+
+GOOD = {"instruction": "Is it even?", "input": "2", "output": "even"}
+
+
+def _config(tmp_path: Path, train: str | list[str], **data):
+    return config_from_dict(tiny_experiment(tmp_path, data={"train": train, **data}))
+
+
+def test_bad_rows_are_quarantined_with_file_line_and_reason(tmp_path: Path) -> None:
+    path = write_jsonl(
+        tmp_path / "mixed.jsonl",
+        [GOOD] * 40 + ['{"instruction": "x", "output": ', {"instruction": "x"}, "[1, 2]", {"instruction": "i", "output": 5}],
+    )
+    with path.open("ab") as handle:
+        handle.write(b'{"instruction": "\xff\xfe", "output": "o"}\n')
+    run_dir = tmp_path / "run"
+    rows = read_splits(_config(tmp_path, str(path), max_bad_fraction=0.2), run_dir)
+    quarantined = [json.loads(line) for line in (run_dir / QUARANTINE_FILE).read_text().splitlines()]
+    assert [(q["line"], q["reason"]) for q in quarantined] == [
+        (41, "malformed_json"), (42, "missing_field"), (43, "not_an_object"), (44, "wrong_type"), (45, "not_utf8"),
+    ]
+    assert all(q["source"] == str(path) for q in quarantined)
+    counts = rows.counts
+    assert counts.read == 45
+    assert counts.quarantined == {"malformed_json": 1, "missing_field": 1, "not_an_object": 1, "wrong_type": 1, "not_utf8": 1}
+    assert sum(len(r) for r in rows.by_split.values()) == 40
+
+
+def test_too_many_bad_rows_stop_the_run_naming_the_first(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "bad.jsonl", [GOOD, {"instruction": "x"}, {"instruction": "y"}])
+    with pytest.raises(DataError, match=r"data\.train: 2 of 3 rows are bad .*bad\.jsonl:2 missing_field"):
+        read_splits(_config(tmp_path, str(path)), tmp_path / "run")
+
+
+def test_all_rows_bad(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "bad.jsonl", ["not json"])
+    with pytest.raises(DataError, match=r"all 1 rows are bad \(first: .*bad\.jsonl:1 malformed_json"):
+        read_splits(_config(tmp_path, str(path)), tmp_path / "run")
+
+
+def test_empty_file_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(DataError, match=r"data\.train: the files hold no rows"):
+        read_splits(_config(tmp_path, str(tmp_path / "empty.jsonl")), tmp_path / "run")
+
+
+def test_missing_file_names_the_key_and_pattern(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"data\.train: no file matches '.*nope\.jsonl'"):
+        read_splits(_config(tmp_path, str(tmp_path / "nope.jsonl")), tmp_path / "run")
+
+
+def test_bom_crlf_globs_and_json_arrays_are_read(tmp_path: Path) -> None:
+    (tmp_path / "a.jsonl").write_bytes(b"\xef\xbb\xbf" + json.dumps(GOOD).encode() + b"\r\n" + json.dumps(GOOD).encode() + b"\r\n")
+    (tmp_path / "b.json").write_text(json.dumps([GOOD, GOOD, GOOD]))
+    rows = read_splits(_config(tmp_path, [str(tmp_path / "*.jsonl"), str(tmp_path / "b.json")]), tmp_path / "run")
+    assert rows.counts.read == 5 and rows.counts.quarantined == {}
+    assert sorted(r["line"] for split in rows.by_split.values() for r in split) == [1, 1, 2, 2, 3]
+
+
+def test_explicit_validation_files_replace_the_carved_split(tmp_path: Path) -> None:
+    train = write_jsonl(tmp_path / "train.jsonl", [GOOD] * 10)
+    val = write_jsonl(tmp_path / "val.jsonl", [GOOD] * 3)
+    rows = read_splits(_config(tmp_path, str(train), validation=str(val)), tmp_path / "run")
+    assert {k: len(v) for k, v in rows.by_split.items()} == {"train": 10, "validation": 3, "test": 0}
+    assert [r["idx"] for r in rows.by_split["validation"]] == [0, 1, 2]
