@@ -18,7 +18,8 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 
 
 def tiny_experiment(tmp_path: Path, **sections: Any) -> dict[str, Any]:
-    """A small valid experiment dict; keyword sections are merged over the defaults."""
+    """A small valid experiment dict; keyword sections are merged over the defaults
+    (`method` is replaced whole: its keys depend on its type)."""
     config: dict[str, Any] = {
         "name": "t",
         "model": {"tiny": {"arch": "llama", "layers": 2, "hidden": 32, "heads": 4, "max_position": 128}},
@@ -30,7 +31,7 @@ def tiny_experiment(tmp_path: Path, **sections: Any) -> dict[str, Any]:
         "run": {"storage_path": str(tmp_path / "runs")},
     }
     for name, values in sections.items():
-        if isinstance(values, dict) and isinstance(config.get(name), dict):
+        if name != "method" and isinstance(values, dict) and isinstance(config.get(name), dict):
             config[name] = {**config[name], **values}
         else:
             config[name] = values

@@ -145,6 +145,13 @@ class SplitRows:
     counts: DataCounts
 
 
+def check_data_paths(data: DataConfig) -> None:
+    """Fail in milliseconds on a missing or unsupported data file, before anything slower runs."""
+    expand_paths(data.train, "data.train")
+    if data.validation:
+        expand_paths(data.validation, "data.validation")
+
+
 def read_splits(config: ExperimentConfig, run_dir: Path) -> SplitRows:
     """Read, validate and split; write quarantine.jsonl into run_dir. Raises DataError on unusable data."""
     data = config.data

@@ -20,7 +20,7 @@ from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, Sc
 from ray.train.torch import TorchTrainer
 
 from rayft.config import ConfigError, ExperimentConfig, config_from_dict, load_config, to_yaml
-from rayft.data.pipeline import read_splits, tokenize_splits
+from rayft.data.pipeline import check_data_paths, read_splits, tokenize_splits
 from rayft.models.loading import load_tokenizer, resolve_base_model, tokenizer_source
 from rayft.tracking.metrics_log import METRICS_FILE, read_metrics
 from rayft.tracking.plots import plot_loss_curves
@@ -70,7 +70,11 @@ def _differing_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
 
 
 def prepare_run_dir(config: ExperimentConfig, resume: bool) -> Path:
-    """Decide between a fresh run, a resume of an unfinished one, or an error; write config.yaml."""
+    """Decide between a fresh run, a resume of an unfinished one, or an error; write config.yaml.
+
+    An unfinished run with checkpoints resumes only under the same config; one that never
+    reached a checkpoint (say, it stopped on a data error) simply starts again.
+    """
     run_dir = config.run_dir
     finished = (run_dir / RESULT_FILE).is_file()
     if run_dir.exists() and config.run.overwrite and not resume:
@@ -80,7 +84,7 @@ def prepare_run_dir(config: ExperimentConfig, resume: bool) -> Path:
             f"name: {run_dir} already holds a finished run; pick another name, pass --resume to continue it, "
             "or set run.overwrite=true to start over"
         )
-    elif (run_dir / CONFIG_FILE).is_file():
+    elif (run_dir / CONFIG_FILE).is_file() and any(run_dir.glob("checkpoint_*")):
         previous = yaml.safe_load((run_dir / CONFIG_FILE).read_text())
         current = config.model_dump(mode="json")
         changed = [k for k in _differing_keys(previous, current) if k != "run.overwrite"]
@@ -139,6 +143,7 @@ def train(
     started = time.time()
     config = as_config(config, overrides)
     run_dir = prepare_run_dir(config, resume)
+    check_data_paths(config.data)
     base_model = resolve_base_model(config.model, run_dir)
     tokenizer_path = tokenizer_source(config.model, base_model)
     load_tokenizer(tokenizer_path, config.model.trust_remote_code)

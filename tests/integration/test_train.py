@@ -1,0 +1,98 @@
+"""Fine-tunes on one shared local Ray instance (2 workers each): the slow tier, kept small."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import ray
+import torch
+from peft import PeftModel
+from transformers import AutoModelForCausalLM
+from safetensors.torch import load_file
+
+import rayft
+from rayft.tracking.metrics_log import read_metrics
+from rayft.training.loop import FAIL_AT_STEP_ENV
+from tests.conftest import tiny_experiment
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "300")
+    ray.init(address="local", num_cpus=3, _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def _losses(run_dir: Path) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in read_metrics(run_dir / "metrics.jsonl") if "loss" in r}
+
+
+def test_lora_instruction_tuning_improves_and_checkpoints_adapter_only(tmp_path: Path) -> None:
+    config = tiny_experiment(
+        tmp_path,
+        name="lora",
+        model={"tiny": {"arch": "llama", "layers": 2, "hidden": 64, "heads": 4, "max_position": 128}},
+        method={"type": "lora", "r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear"},
+        train={"max_steps": 240, "lr": 3e-3, "batch_size": 8, "logging_steps": 20, "eval_steps": 120, "save_steps": 120,
+               "scheduler": "cosine", "warmup_ratio": 0.05},
+        eval={"max_generate_examples": 32, "generate": {"max_new_tokens": 6}},
+    )
+    result = rayft.train(config)
+    run_dir = Path(result.run_dir)
+
+    assert (result.trainable_params, result.total_params) == (23_552, 204_096)
+    assert result.best_metrics["eval_loss"] < result.before["eval_loss"] - 2.0
+    assert result.best_metrics["exact_match"] >= result.before["exact_match"] + 0.5
+    saved = json.loads((run_dir / "result.json").read_text())
+    assert saved["best_checkpoint"] == result.best_checkpoint and saved["data"]["splits"] == {"train": 1900, "validation": 100, "test": 0}
+    assert {p.name for p in run_dir.iterdir()} >= {"config.yaml", "metrics.jsonl", "result.json", "loss.png", "quarantine.jsonl", "data_summary.json", "base_model"}
+
+    records = read_metrics(run_dir / "metrics.jsonl")
+    assert [r["step"] for r in records if "loss" in r] == list(range(20, 241, 20))
+    assert [r["step"] for r in records if "eval_loss" in r] == [0, 120, 240]
+    assert all(r["tokens_per_s"] > 0 and r["lr"] >= 0 for r in records if "loss" in r)
+    assert len(result.checkpoints) == 2
+
+    checkpoint = Path(result.best_checkpoint)
+    model_files = {p.name for p in (checkpoint / "model").iterdir()}
+    assert "adapter_model.safetensors" in model_files and "model.safetensors" not in model_files
+    adapter = load_file(checkpoint / "model" / "adapter_model.safetensors")
+    assert sum(t.numel() for t in adapter.values()) == 23_552
+    peft_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(run_dir / "base_model"), checkpoint / "model")
+    assert peft_model.peft_config["default"].r == 8
+
+
+def test_full_fine_tuning_trains_every_weight(tmp_path: Path) -> None:
+    config = tiny_experiment(tmp_path, name="full", method={"type": "full"}, train={"max_steps": 30, "lr": 1e-3, "logging_steps": 10, "eval_steps": 30, "save_steps": 30})
+    result = rayft.train(config)
+    assert result.trainable_params == result.total_params == 57_504  # 2*V*H + L*(4H^2 + 3*H*I + 2H) + H
+    assert result.best_metrics["eval_loss"] < result.before["eval_loss"]
+    weights = load_file(Path(result.best_checkpoint) / "model" / "model.safetensors")
+    assert sum(t.numel() for t in weights.values()) == 57_504
+    reloaded = AutoModelForCausalLM.from_pretrained(Path(result.best_checkpoint) / "model")
+    base = AutoModelForCausalLM.from_pretrained(Path(result.run_dir) / "base_model")
+    assert not torch.equal(reloaded.model.layers[0].mlp.up_proj.weight, base.model.layers[0].mlp.up_proj.weight)
+
+
+def test_a_crashed_run_resumes_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pins exact resume: after a crash at step 6, the restarted run continues from the step-4
+    checkpoint and logs the same losses as an uninterrupted run, step for step."""
+    train = {"max_steps": 8, "logging_steps": 1, "eval_steps": 4, "save_steps": 4, "lr": 3e-3}
+    method = {"type": "lora", "r": 4, "alpha": 8, "dropout": 0.1, "target_modules": "all-linear"}  # dropout: RNG matters
+    straight = rayft.train(tiny_experiment(tmp_path, name="straight", train=train, method=method))
+
+    monkeypatch.setenv(FAIL_AT_STEP_ENV, "6")
+    resumed = rayft.train(tiny_experiment(tmp_path, name="resumed", train=train, method=method, run={"storage_path": str(tmp_path / "runs"), "max_failures": 1}))
+
+    expected, got = _losses(Path(straight.run_dir)), _losses(Path(resumed.run_dir))
+    assert sorted(got) == list(range(1, 9))
+    for step in range(1, 9):
+        assert got[step] == pytest.approx(expected[step], rel=1e-6, abs=1e-7), f"step {step}"
+    assert resumed.metrics["step"] == 8
+    assert resumed.best_metrics["eval_loss"] == pytest.approx(straight.best_metrics["eval_loss"], rel=1e-6)
