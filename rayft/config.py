@@ -42,11 +42,12 @@ class TinyModelSpec(_Section):
     intermediate: int | None = Field(None, ge=8, description="Feed-forward width; default 4 x hidden.")
     max_position: int = Field(512, ge=16, description="Longest sequence the model accepts.")
     initializer_range: float = Field(
-        0.1,
+        0.2,
         gt=0,
         description=(
-            "Std of the random init. Larger than transformers' 0.02 so a frozen random output "
-            "layer can still express confident predictions when only adapters train."
+            "Std of the random init. Larger than transformers' 0.02: after the final norm, the "
+            "logits of a frozen random output layer are bounded by about std * hidden, and at 0.02 "
+            "that bound keeps adapter-only training from ever becoming confident."
         ),
     )
     seed: int = Field(0, description="Seed of the random init (the same on every worker).")

@@ -10,11 +10,13 @@ import ray
 WORKER_START_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
 
 
-def ensure_ray(address: str | None, cpus_needed: float) -> None:
+def ensure_ray(address: str | None, cpus_needed: float, dashboard: bool = False) -> None:
     """Join `address` (or RAY_ADDRESS); otherwise start a new local instance on 127.0.0.1.
 
     `address="local"` is explicit so a stale cluster recorded on the machine is never joined by
     accident. An already initialised Ray (a test session, a notebook) is reused as it is.
+    The embedded instance runs without the dashboard unless asked: on a small machine its
+    processes take CPU time from the training workers (measured in benchmarks/RESULTS.md).
     """
     if ray.is_initialized():
         return
@@ -28,6 +30,7 @@ def ensure_ray(address: str | None, cpus_needed: float) -> None:
         address="local",
         num_cpus=max(os.cpu_count() or 1, math.ceil(cpus_needed)),
         _node_ip_address="127.0.0.1",
+        include_dashboard=dashboard,
         dashboard_host="127.0.0.1",
         log_to_driver=True,
     )

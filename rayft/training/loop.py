@@ -30,6 +30,7 @@ from transformers import get_scheduler
 
 from rayft.config import ExperimentConfig, TrainConfig, total_warmup_steps
 from rayft.data.batching import Example, collate, epoch_batches, load_examples, micro_batches_per_epoch
+from rayft.data.tokenize import IGNORE_INDEX
 from rayft.evaluate.validation import evaluate_validation
 from rayft.models.loading import load_causal_lm, load_tokenizer
 from rayft.models.methods import apply_method, count_parameters
@@ -202,18 +203,18 @@ def train_loop_per_worker(settings: dict[str, Any]) -> None:
         batches = epoch_batches(len(train_examples), train_cfg.batch_size, world_size, rank, train_cfg.seed, progress.epoch)
         while progress.micro_batch < len(batches) and progress.step < max_steps:
             group = batches[progress.micro_batch : progress.micro_batch + train_cfg.grad_accum]
-            collated = [collate([train_examples[i] for i in ids], tokenizer.pad_token_id, device) for ids in group]
-            step_tokens = sum(int((b["labels"][:, 1:] != -100).sum()) for b in collated)
+            collated = [collate([train_examples[i] for i in ids], tokenizer.pad_token_id) for ids in group]
+            # Counted on the host before the copy to the device: no device sync per step.
+            step_tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in collated)
+            window_tokens += sum(int(b["attention_mask"].sum()) for b in collated)
             for index, batch in enumerate(collated):
                 sync = index == len(collated) - 1 or not hasattr(model, "no_sync")
                 with nullcontext() if sync else model.no_sync():
-                    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-                    loss_sum = nn.functional.cross_entropy(
-                        logits[:, :-1].flatten(0, 1).float(), batch["labels"][:, 1:].flatten(), ignore_index=-100, reduction="sum"
-                    )
-                    (loss_sum / max(step_tokens, 1)).backward()
-                running_loss += loss_sum.detach() / max(step_tokens, 1)
-                window_tokens += int(batch["attention_mask"].sum())
+                    # num_items_in_batch: transformers divides the summed token loss by the tokens of
+                    # the whole optimizer step, so accumulation weighs every token equally.
+                    loss = model(**{k: v.to(device, non_blocking=True) for k, v in batch.items()}, num_items_in_batch=step_tokens).loss
+                    loss.backward()
+                running_loss += loss.detach()
             if train_cfg.max_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.max_grad_norm)
             optimizer.step()
