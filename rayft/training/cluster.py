@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 
 import ray
 
+from rayft.config import UserInputError
+
 WORKER_START_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
+
+
+class ClusterConnectError(UserInputError):
+    """The configured cluster address does not answer."""
 
 
 def ensure_ray(address: str | None, cpus_needed: float, dashboard: bool = False) -> None:
@@ -24,7 +31,12 @@ def ensure_ray(address: str | None, cpus_needed: float, dashboard: bool = False)
     os.environ.setdefault(WORKER_START_TIMEOUT_ENV, "300")
     target = address or os.environ.get("RAY_ADDRESS")
     if target:
-        ray.init(address=target, log_to_driver=True)
+        _check_reachable(target)
+        _use_token_auth_when_available()
+        try:
+            ray.init(address=target, log_to_driver=True)
+        except ConnectionError as err:
+            raise _cannot_connect(target, str(err).splitlines()[0]) from None
         return
     ray.init(
         address="local",
@@ -33,4 +45,37 @@ def ensure_ray(address: str | None, cpus_needed: float, dashboard: bool = False)
         include_dashboard=dashboard,
         dashboard_host="127.0.0.1",
         log_to_driver=True,
+    )
+
+
+
+def _use_token_auth_when_available() -> None:
+    """Recent Ray clusters require a token, and a client sends it only in token mode.
+
+    When the user chose no mode (RAY_AUTH_MODE) and a token is at hand (RAY_AUTH_TOKEN, or
+    ~/.ray/auth_token where `ray start` puts it), switch this process to token mode through
+    Ray's own helper, which also refreshes Ray's cached config. The token is never read here.
+    """
+    try:
+        from ray._private.authentication.authentication_token_setup import maybe_enable_token_auth_if_token_available
+    except ImportError:  # a Ray without token authentication
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+
+
+def _check_reachable(target: str) -> None:
+    """Fail in seconds on a host:port where nothing listens (Ray itself waits for minutes)."""
+    host, sep, port = target.rpartition(":")
+    if not sep or "://" in target or not port.isdigit():
+        return  # "auto", ray:// client addresses: left to Ray
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as err:
+        raise _cannot_connect(target, str(err)) from None
+
+
+def _cannot_connect(target: str, reason: str) -> ClusterConnectError:
+    return ClusterConnectError(
+        f"address: cannot connect to the Ray cluster at {target!r} ({reason}); "
+        "check --address / RAY_ADDRESS and that the cluster is up (`ray status`)"
     )

@@ -78,6 +78,26 @@ def total_steps(train: TrainConfig, steps_per_epoch: int) -> int:
     return max(1, math.ceil(train.epochs * steps_per_epoch))
 
 
+def forward_backward(model: nn.Module, micro_batches: list[dict[str, torch.Tensor]], device: torch.device) -> torch.Tensor:
+    """Accumulate the gradients of one optimizer step; returns its (detached) mean token loss.
+
+    transformers divides each micro-batch's summed token loss by the trained tokens of the whole
+    step (`num_items_in_batch`), so accumulation weighs every token equally, like one big batch.
+    Tokens are counted on the host before the copy to the device: no device sync per step.
+    Under DDP, gradients are all-reduced once, on the last micro-batch.
+    """
+    step_tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in micro_batches)
+    total = torch.zeros((), device=device)
+    for index, batch in enumerate(micro_batches):
+        last = index == len(micro_batches) - 1
+        with nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync():
+            on_device = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
+            loss = model(**on_device, num_items_in_batch=step_tokens).loss
+            loss.backward()
+        total += loss.detach()
+    return total
+
+
 def _gather_rng_states() -> list[dict[str, Any]]:
     local = rng_state()
     if not dist.is_initialized():
@@ -204,17 +224,8 @@ def train_loop_per_worker(settings: dict[str, Any]) -> None:
         while progress.micro_batch < len(batches) and progress.step < max_steps:
             group = batches[progress.micro_batch : progress.micro_batch + train_cfg.grad_accum]
             collated = [collate([train_examples[i] for i in ids], tokenizer.pad_token_id) for ids in group]
-            # Counted on the host before the copy to the device: no device sync per step.
-            step_tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in collated)
             window_tokens += sum(int(b["attention_mask"].sum()) for b in collated)
-            for index, batch in enumerate(collated):
-                sync = index == len(collated) - 1 or not hasattr(model, "no_sync")
-                with nullcontext() if sync else model.no_sync():
-                    # num_items_in_batch: transformers divides the summed token loss by the tokens of
-                    # the whole optimizer step, so accumulation weighs every token equally.
-                    loss = model(**{k: v.to(device, non_blocking=True) for k, v in batch.items()}, num_items_in_batch=step_tokens).loss
-                    loss.backward()
-                running_loss += loss.detach()
+            running_loss += forward_backward(model, collated, device)
             if train_cfg.max_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.max_grad_norm)
             optimizer.step()
