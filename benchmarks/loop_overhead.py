@@ -1,10 +1,15 @@
 """rayft's training loop against a plain PyTorch loop: same model, same batches, same recipe.
 
-    .venv/bin/python benchmarks/loop_overhead.py [--steps 80] [--threads 2]
+    .venv/bin/python benchmarks/loop_overhead.py [--steps 80] [--threads 1]
 
 Prints steady-state tokens/s of both, their ratio (target: rayft >= 0.95x the plain loop) and
 rayft's start-up time (command launch to the first training step). The plain loop runs before
 and after rayft and the baseline is their mean, so drift on a shared machine affects both.
+
+`--threads` is the torch threads of both loops (and rayft's cpus_per_worker). The default, 1,
+leaves a core of a 2-core machine to Ray's own processes; with every core given to torch, Ray's
+daemons preempt its threads and the ratio measures that contention rather than the loop
+(benchmarks/RESULTS.md has both).
 """
 
 from __future__ import annotations
@@ -91,7 +96,7 @@ def plain_loop(raw: dict, base_model: str, steps: int, threads: int, warmup: int
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=80)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/loop_overhead.json"))
     args = parser.parse_args()
 
