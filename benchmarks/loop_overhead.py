@@ -29,10 +29,9 @@ import yaml
 from transformers import get_scheduler
 
 from rayft.config import config_from_dict
-from rayft.data.batching import collate, epoch_batches
-from rayft.data.formats import format_instruction
-from rayft.data.tokenize import TokenizedExample, tokenize_example
-from rayft.data.batching import Example
+from rayft.data.batching import Example, collate, epoch_batches
+from rayft.data.formats import format_record
+from rayft.data.tokenize import TokenizedExample, tokenize_segments
 from rayft.models.loading import load_causal_lm, load_tokenizer
 from rayft.tracking.metrics_log import read_metrics
 from rayft.training.loop import build_optimizer
@@ -69,10 +68,10 @@ def plain_loop(raw: dict, base_model: str, steps: int, threads: int, warmup: int
     tokenizer = load_tokenizer(base_model)
     examples = []
     for line in Path(config.data.train).read_text().splitlines():
-        formatted = format_instruction(json.loads(line), config.data)
-        tokens = tokenize_example(formatted.prompt, formatted.response, tokenizer, config.data.max_length, "drop")
+        formatted = format_record(json.loads(line), config.data)
+        tokens = tokenize_segments(formatted.segments, tokenizer, config.data.max_length, "drop")
         assert isinstance(tokens, TokenizedExample)
-        examples.append(Example(tokens.input_ids, tokens.labels, tokens.prompt_len, formatted.response))
+        examples.append(Example(tokens.input_ids, tokens.labels, tokens.prompt_len, formatted.reference))
     torch.manual_seed(0)
     model = load_causal_lm(base_model).train()
     optimizer = build_optimizer(model, config.train)

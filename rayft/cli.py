@@ -25,7 +25,21 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.lr=1e-4")
     train.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     train.add_argument("--resume", action="store_true", help="continue the run named by the config")
+    data = commands.add_parser("data", help="look at the data as training will see it")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    preview = data_commands.add_parser("preview", help="show formatted training examples, trained part in [[ ]]")
+    preview.add_argument("config", help="experiment YAML")
+    preview.add_argument("overrides", nargs="*", help="dotted key=value overrides")
+    preview.add_argument("-n", type=int, default=3, help="how many examples (default 3)")
     return parser
+
+
+def _data(args: argparse.Namespace) -> int:
+    from rayft.data.preview import preview
+
+    config = load_config(args.config, args.overrides)
+    print("\n\n".join(preview(config, args.n)))
+    return 0
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -56,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         args.overrides = [*args.overrides, *extra]
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    handlers = {"validate": _validate, "train": _train}
+    handlers = {"validate": _validate, "train": _train, "data": _data}
     try:
         return handlers[args.command](args)
     except UserInputError as err:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 
 class UserInputError(ValueError):
@@ -126,14 +127,35 @@ class SplitConfig(_Section):
         return self
 
 
-class InstructionFields(_Section):
-    instruction: str = Field("instruction", description="Column holding the instruction.")
-    input: str = Field("input", description="Column holding the optional input (may be absent).")
-    output: str = Field("output", description="Column holding the target response.")
+@dataclass(frozen=True)
+class TaskFormat:
+    """The columns a task format reads and how it prompts for the trained part.
+
+    `roles` maps each role to whether it is required; `answer` is the role trained as the
+    response (None: the whole text trains, or, for chat, every assistant turn).
+    `template_short` prompts rows whose optional role is empty.
+    """
+
+    roles: dict[str, bool]
+    answer: str | None
+    template: str
+    template_short: str | None = None
 
 
-DEFAULT_INSTRUCTION_TEMPLATE = "Instruction: {instruction}\nInput: {input}\nResponse:"
-DEFAULT_INSTRUCTION_TEMPLATE_NO_INPUT = "Instruction: {instruction}\nResponse:"
+TASK_FORMATS: dict[str, TaskFormat] = {
+    "instruction": TaskFormat(
+        {"instruction": True, "input": False, "output": True}, "output",
+        "Instruction: {instruction}\nInput: {input}\nResponse:", "Instruction: {instruction}\nResponse:",
+    ),
+    "qa": TaskFormat(
+        {"question": True, "context": False, "answer": True}, "answer",
+        "Context: {context}\nQuestion: {question}\nAnswer:", "Question: {question}\nAnswer:",
+    ),
+    "classification": TaskFormat({"text": True, "label": True}, "label", "Text: {text}\nLabel:"),
+    "summarization": TaskFormat({"document": True, "summary": True}, "summary", "Document: {document}\nSummary:"),
+    "text": TaskFormat({"text": True}, None, ""),
+    "chat": TaskFormat({"messages": True}, None, ""),
+}
 
 
 class DataConfig(_Section):
@@ -143,16 +165,24 @@ class DataConfig(_Section):
     validation: str | list[str] | None = Field(
         None, description="Explicit validation files; when unset, `split.val` carves them from train."
     )
-    format: Literal["instruction"] = Field("instruction", description="How rows become prompts.")
-    fields: InstructionFields = Field(default_factory=InstructionFields)
-    template: str = Field(
-        DEFAULT_INSTRUCTION_TEMPLATE, description="Prompt for rows with an input ({field} placeholders)."
+    format: Literal["instruction", "qa", "classification", "summarization", "text", "chat"] = Field(
+        "instruction", description="Task format: which columns are read and how they become a prompt and a response."
     )
-    template_no_input: str = Field(
-        DEFAULT_INSTRUCTION_TEMPLATE_NO_INPUT, description="Prompt for rows whose input is empty."
+    fields: dict[str, str] = Field(
+        default_factory=dict,
+        description="Column name per role where it differs from the role's name, e.g. {output: response}.",
+    )
+    template: str | None = Field(
+        None, description="Prompt template with {role} placeholders (and any other string column); default per format."
+    )
+    template_short: str | None = Field(
+        None, description="Prompt for rows whose optional role (input, context) is empty; default per format."
     )
     response_prefix: str = Field(
         " ", description="Text between the prompt and the response (trained as part of the response)."
+    )
+    chat_template: str | None = Field(
+        None, description="Jinja chat template for the chat format when the tokenizer has none (a plain one by default)."
     )
     max_length: int = Field(512, ge=8, description="Longest tokenized example (prompt + response + EOS).")
     overlength: Literal["drop", "truncate", "error"] = Field(
@@ -170,14 +200,35 @@ class DataConfig(_Section):
             raise ValueError("must name at least one file")
         return value
 
-    @field_validator("template", "template_no_input")
+    @field_validator("template", "template_short")
     @classmethod
-    def _valid_template(cls, value: str) -> str:
+    def _valid_template(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
         try:
             value.format_map(_AnyKey())
         except (ValueError, IndexError) as err:
             raise ValueError(f"not a valid format string: {err}") from None
         return value
+
+    @field_validator("fields")
+    @classmethod
+    def _fields_are_roles(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        task_format = info.data.get("format")
+        if task_format is None:
+            return value
+        roles = TASK_FORMATS[task_format].roles
+        for role in value:
+            if role not in roles:
+                raise ValueError(f"{role!r} is not a role of format {task_format!r} (roles: {', '.join(roles)})")
+        return value
+
+    @property
+    def task(self) -> TaskFormat:
+        return TASK_FORMATS[self.format]
+
+    def column(self, role: str) -> str:
+        return self.fields.get(role, role)
 
 
 class _AnyKey(dict):

@@ -24,7 +24,8 @@ class Example:
     input_ids: list[int]
     labels: list[int]
     prompt_len: int
-    response: str
+    reference: str
+    """What a generation from the prompt should say (empty when there is no single answer)."""
 
 
 def load_examples(rows: Iterable[dict[str, Any]]) -> list[Example]:
@@ -35,7 +36,7 @@ def load_examples(rows: Iterable[dict[str, Any]]) -> list[Example]:
             input_ids=[int(t) for t in row["input_ids"]],
             labels=[int(t) for t in row["labels"]],
             prompt_len=int(row["prompt_len"]),
-            response=str(row["response"]),
+            reference=str(row["reference"]),
         )
         for row in ordered
     ]

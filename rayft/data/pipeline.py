@@ -18,10 +18,10 @@ import pandas as pd
 import ray.data
 
 from rayft.config import DataConfig, ExperimentConfig
-from rayft.data.formats import format_instruction, validate_instruction
+from rayft.data.formats import format_record, validate_record
 from rayft.data.readers import DataError, RowProblem, expand_paths, read_rows
 from rayft.data.split import TEST, TRAIN, VAL, assign_splits
-from rayft.data.tokenize import Dropped, tokenize_example
+from rayft.data.tokenize import Dropped, tokenize_segments
 
 QUARANTINE_FILE = "quarantine.jsonl"
 SUMMARY_FILE = "data_summary.json"
@@ -52,19 +52,19 @@ class _ReadResult:
     problems: list[RowProblem]
 
 
-def _read_and_format(spec: str | list[str], key: str, data: DataConfig) -> _ReadResult:
+def _read_and_validate(spec: str | list[str], key: str, data: DataConfig) -> _ReadResult:
+    """Valid rows keep their record (as JSON, so mixed schemas share one column); bad rows become problems."""
     rows: list[dict[str, Any]] = []
     problems: list[RowProblem] = []
     for path in expand_paths(spec, key):
         for row in read_rows(path):
-            reason = row.error or validate_instruction(row.record or {}, data)
+            reason = row.error or validate_record(row.record or {}, data)
             if reason is not None:
                 kind, _, detail = reason.partition(": ")
                 raw = "" if row.record is None else json.dumps(row.record, ensure_ascii=False)[:2000]
                 problems.append(RowProblem(row.source, row.line, kind, detail, raw))
                 continue
-            example = format_instruction(row.record or {}, data)
-            rows.append({"source": row.source, "line": row.line, "prompt": example.prompt, "response": example.response})
+            rows.append({"source": row.source, "line": row.line, "record": json.dumps(row.record, ensure_ascii=False)})
     return _ReadResult(rows, problems)
 
 
@@ -95,29 +95,33 @@ def _cached_tokenizer(path: str) -> Any:
 
 
 class _TokenizeBatch:
-    """Ray Data transform: tokenize a batch, marking (not raising on) rows that must be filtered."""
+    """Ray Data transform: format and tokenize a batch, marking (not raising on) rows to filter."""
 
     def __init__(self, tokenizer_path: str, data: DataConfig) -> None:
         self.tokenizer_path = tokenizer_path
-        self.max_length = data.max_length
-        self.overlength = data.overlength
+        self.data = data
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         tokenizer = _cached_tokenizer(self.tokenizer_path)
-        input_ids, labels, prompt_lens, reasons = [], [], [], []
-        for prompt, response in zip(batch["prompt"], batch["response"]):
-            result = tokenize_example(prompt, response, tokenizer, self.max_length, self.overlength)
-            if isinstance(result, Dropped):
-                input_ids.append([])
-                labels.append([])
-                prompt_lens.append(0)
-                reasons.append(f"{result.reason}: {result.detail}")
-            else:
-                input_ids.append(result.input_ids)
-                labels.append(result.labels)
-                prompt_lens.append(result.prompt_len)
-                reasons.append("")
-        return batch.assign(input_ids=input_ids, labels=labels, prompt_len=prompt_lens, drop_reason=reasons)
+        columns: dict[str, list[Any]] = {"input_ids": [], "labels": [], "prompt_len": [], "reference": [], "drop_reason": []}
+        for record in batch["record"]:
+            result: Any
+            reference = ""
+            try:
+                example = format_record(json.loads(record), self.data, tokenizer)
+                reference = example.reference
+                result = tokenize_segments(
+                    example.segments, tokenizer, self.data.max_length, self.data.overlength, append_eos=self.data.format != "chat"
+                )
+            except ValueError as err:  # a chat template that cannot be split into turns
+                result = Dropped("unformattable", str(err))
+            dropped = isinstance(result, Dropped)
+            columns["input_ids"].append([] if dropped else result.input_ids)
+            columns["labels"].append([] if dropped else result.labels)
+            columns["prompt_len"].append(0 if dropped else result.prompt_len)
+            columns["reference"].append(reference)
+            columns["drop_reason"].append(f"{result.reason}: {result.detail}" if dropped else "")
+        return batch.assign(**columns)
 
 
 def _tokenize(rows: list[dict[str, Any]], tokenizer_path: str, data: DataConfig) -> ray.data.Dataset:
@@ -130,7 +134,7 @@ def _filtered_rows(dataset: ray.data.Dataset) -> list[dict[str, Any]]:
 
 
 def _kept(dataset: ray.data.Dataset) -> ray.data.Dataset:
-    columns = ["idx", "input_ids", "labels", "prompt_len", "response"]
+    columns = ["idx", "input_ids", "labels", "prompt_len", "reference"]
     kept = dataset.filter(lambda row: row["drop_reason"] == "").select_columns(columns).materialize()
     # Workers read these materialized blocks in milliseconds; a progress bar per read is noise.
     kept.context.enable_progress_bars = False
@@ -156,8 +160,8 @@ def read_splits(config: ExperimentConfig, run_dir: Path) -> SplitRows:
     """Read, validate and split; write quarantine.jsonl into run_dir. Raises DataError on unusable data."""
     data = config.data
     quarantine = run_dir / QUARANTINE_FILE
-    train_read = _read_and_format(data.train, "data.train", data)
-    val_read = _read_and_format(data.validation, "data.validation", data) if data.validation else None
+    train_read = _read_and_validate(data.train, "data.train", data)
+    val_read = _read_and_validate(data.validation, "data.validation", data) if data.validation else None
 
     problems = train_read.problems + (val_read.problems if val_read else [])
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -1,11 +1,12 @@
-"""Tokenize (prompt, response) pairs into input ids and labels masked to the response.
+"""Tokenize formatted segments into input ids and labels that train only the trained segments.
 
-Prompt and response are tokenized separately and concatenated, so the mask boundary is exact
-(tokenizing the full text and re-tokenizing the prompt can disagree at the seam).
+Each segment is tokenized on its own and the ids concatenated, so mask boundaries are exact
+(tokenizing the whole text and re-tokenizing a prefix can disagree at the seam).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -19,6 +20,7 @@ class TokenizedExample:
     input_ids: list[int]
     labels: list[int]
     prompt_len: int
+    """Tokens before the last trained segment: the prompt a generation starts from."""
 
 
 @dataclass(frozen=True)
@@ -27,30 +29,56 @@ class Dropped:
     detail: str
 
 
-def tokenize_example(
-    prompt: str,
-    response: str,
+def tokenize_segments(
+    segments: Sequence[tuple[str, bool]],
     tokenizer: PreTrainedTokenizerBase,
     max_length: int,
     overlength: Literal["drop", "truncate", "error"],
+    append_eos: bool = True,
 ) -> TokenizedExample | Dropped:
-    """Encode one example; the EOS token ends the response and is trained."""
-    prompt_ids = _encode(tokenizer, prompt)
-    response_ids = _encode(tokenizer, response) + [tokenizer.eos_token_id]
-    total = len(prompt_ids) + len(response_ids)
+    """Encode segments; with `append_eos` an EOS token ends the last trained segment and is trained."""
+    pieces = [(_encode(tokenizer, text), trained) for text, trained in segments]
+    if append_eos:  # EOS belongs to the last trained segment: the answer ends there
+        last_ids, last_trained = pieces[-1] if pieces else ([], False)
+        if last_trained:
+            pieces[-1] = (last_ids + [tokenizer.eos_token_id], True)
+        else:
+            pieces.append(([tokenizer.eos_token_id], True))
+    if not any(trained and ids for ids, trained in pieces):
+        return Dropped("no_trainable_tokens", "nothing to train on after tokenization")
+    total = sum(len(ids) for ids, _ in pieces)
     if total > max_length:
         if overlength != "truncate":
             return Dropped("overlength", f"{total} tokens > max_length {max_length}")
-        keep_prompt = max_length - len(response_ids)
-        if keep_prompt < 1:
-            # Cutting here would remove the prompt entirely or the response's end: drop instead.
-            return Dropped("overlength", f"response alone has {len(response_ids)} tokens > max_length {max_length}")
-        prompt_ids = prompt_ids[-keep_prompt:]  # keep the end of the prompt, nearest the answer
-    if not response_ids:
-        return Dropped("no_trainable_tokens", "response is empty after tokenization")
-    labels = [IGNORE_INDEX] * len(prompt_ids) + response_ids
-    return TokenizedExample(prompt_ids + response_ids, labels, len(prompt_ids))
+        truncated = _truncate(pieces, total - max_length)
+        if truncated is None:
+            return Dropped("overlength", f"{total} tokens > max_length {max_length} and the trained part cannot be cut")
+        pieces = truncated
+    input_ids: list[int] = []
+    labels: list[int] = []
+    prompt_len = 0
+    for ids, trained in pieces:
+        if trained and ids:
+            prompt_len = len(input_ids)
+        input_ids += ids
+        labels += ids if trained else [IGNORE_INDEX] * len(ids)
+    return TokenizedExample(input_ids, labels, prompt_len)
+
+
+def _truncate(pieces: list[tuple[list[int], bool]], excess: int) -> list[tuple[list[int], bool]] | None:
+    """Cut `excess` tokens from the start of the first untrained segment (the far end of the
+    prompt); when the text is trained throughout (plain text), keep its beginning instead.
+    Never cut into a trained segment of a prompted example: that would train a broken answer."""
+    if all(trained for _, trained in pieces):
+        ids = [token for piece, _ in pieces for token in piece]
+        return [(ids[: len(ids) - excess], True)]  # the text goes on: its end (and EOS) is cut
+    first_prompt = next(i for i, (_, trained) in enumerate(pieces) if not trained)
+    ids, _ = pieces[first_prompt]
+    if len(ids) <= excess:
+        return None
+    return [*pieces[:first_prompt], (ids[excess:], False), *pieces[first_prompt + 1 :]]
 
 
 def _encode(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
+

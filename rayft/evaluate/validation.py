@@ -57,7 +57,8 @@ def evaluate_validation(
 
     matches, answered = 0.0, 0.0
     if "exact_match" in eval_config.metrics:
-        chosen = list(examples[: eval_config.max_generate_examples])[rank::world_size]
+        answerable = [example for example in examples if example.reference and example.prompt_len > 0]
+        chosen = answerable[: eval_config.max_generate_examples][rank::world_size]
         generator = getattr(model, "module", model)  # unwrap DDP; peft models generate themselves
         answers = generate_answers(
             generator,
@@ -66,7 +67,7 @@ def evaluate_validation(
             eval_config.generate.max_new_tokens,
             batch_size,
         )
-        matches = float(sum(exact_match(answer, example.response) for answer, example in zip(answers, chosen)))
+        matches = float(sum(exact_match(answer, example.reference) for answer, example in zip(answers, chosen)))
         answered = float(len(chosen))
 
     loss_sum, token_count, matches, answered = _all_reduce_sum([loss_sum, token_count, matches, answered], device)
@@ -76,6 +77,6 @@ def evaluate_validation(
     metrics = {"eval_loss": eval_loss}
     if "perplexity" in eval_config.metrics:
         metrics["perplexity"] = perplexity(eval_loss)
-    if "exact_match" in eval_config.metrics:
-        metrics["exact_match"] = matches / max(answered, 1.0)
+    if "exact_match" in eval_config.metrics and answered > 0:
+        metrics["exact_match"] = matches / answered
     return metrics

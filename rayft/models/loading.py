@@ -93,6 +93,19 @@ def resolve_base_model(model: ModelConfig, run_dir: Path) -> str:
     return str(local) if local.exists() else model.name_or_path
 
 
+def configured_tokenizer(model: ModelConfig) -> PreTrainedTokenizerBase:
+    """The tokenizer a run would use, without building or loading the model."""
+    if model.tokenizer:
+        return load_tokenizer(model.tokenizer, model.trust_remote_code)
+    if model.tiny is not None:
+        return ByT5Tokenizer()
+    assert model.name_or_path is not None
+    try:
+        return load_tokenizer(model.name_or_path, model.trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"model.name_or_path: cannot load a tokenizer from {model.name_or_path!r} ({_first_line(err)})") from None
+
+
 def tokenizer_source(model: ModelConfig, base_path: str) -> str:
     return model.tokenizer or base_path
 

@@ -68,3 +68,14 @@ def test_finished_run_is_not_overwritten_silently(tmp_path: Path, capsys) -> Non
     assert main(["train", str(config)]) == 2
     assert "already holds a finished run" in capsys.readouterr().err
     assert (run_dir / "result.json").read_text() == "{}"
+
+
+def test_data_preview_marks_the_trained_part(tmp_path: Path, capsys) -> None:
+    rows = [{"instruction": "Say hi", "output": "hi"}, {"instruction": "Add", "input": "1 2", "output": "3"}]
+    config = _write_config(tmp_path, data={"train": str(write_jsonl(tmp_path / "d.jsonl", rows)), "split": {"val": 0.0}})
+    assert main(["data", "preview", str(config), "-n", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.split("\n\n") == [
+        f"--- {tmp_path / 'd.jsonl'}:1  33 tokens, 4 trained\nInstruction: Say hi\nResponse:[[ hi</s>]]",
+        f"--- {tmp_path / 'd.jsonl'}:2  40 tokens, 3 trained\nInstruction: Add\nInput: 1 2\nResponse:[[ 3</s>]]\n",
+    ]

@@ -74,3 +74,42 @@ def test_explicit_validation_files_replace_the_carved_split(tmp_path: Path) -> N
     rows = read_splits(_config(tmp_path, str(train), validation=str(val)), tmp_path / "run")
     assert {k: len(v) for k, v in rows.by_split.items()} == {"train": 10, "validation": 3, "test": 0}
     assert [r["idx"] for r in rows.by_split["validation"]] == [0, 1, 2]
+
+
+def test_csv_rows_keep_their_line_numbers_and_bad_lines_are_quarantined(tmp_path: Path) -> None:
+    path = tmp_path / "rows.csv"
+    path.write_bytes(
+        b"instruction,input,output\r\n"
+        b"Is it even?,2,even\r\n"
+        b"Is it even?,\xff\xfe,odd\r\n"
+        b'"Multi\nline",3,odd\r\n'
+        b"Is it even?,4\r\n"
+        b"Is it even?,6,even\r\n"
+    )
+    rows = read_splits(_config(tmp_path, str(path), max_bad_fraction=0.5), tmp_path / "run")
+    quarantined = [json.loads(line) for line in (tmp_path / "run" / QUARANTINE_FILE).read_text().splitlines()]
+    assert [(q["line"], q["reason"]) for q in quarantined] == [(3, "not_utf8"), (6, "wrong_field_count")]
+    kept = sorted((r["line"], json.loads(r["record"])["input"]) for split in rows.by_split.values() for r in split)
+    assert kept == [(2, "2"), (4, "3"), (7, "6")]
+    assert rows.counts.read == 5
+
+
+def test_parquet_and_saved_hugging_face_datasets_are_read(tmp_path: Path) -> None:
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist([GOOD, {"instruction": "x"}, GOOD]), tmp_path / "a.parquet")
+    datasets.Dataset.from_list([GOOD, GOOD]).save_to_disk(str(tmp_path / "hf"))
+    rows = read_splits(_config(tmp_path, [str(tmp_path / "a.parquet"), str(tmp_path / "hf")], max_bad_fraction=0.5), tmp_path / "run")
+    assert rows.counts.read == 5 and rows.counts.quarantined == {"missing_field": 1}
+    sources = sorted((Path(r["source"]).name, r["line"]) for split in rows.by_split.values() for r in split)
+    assert sources == [("a.parquet", 1), ("a.parquet", 3), ("hf", 1), ("hf", 2)]
+
+
+def test_a_dataset_dict_directory_asks_for_a_split(tmp_path: Path) -> None:
+    import datasets
+
+    datasets.DatasetDict({"train": datasets.Dataset.from_list([GOOD])}).save_to_disk(str(tmp_path / "dd"))
+    with pytest.raises(DataError, match=r"is a directory; a dataset dict: name one split, e.g. .*dd/train"):
+        read_splits(_config(tmp_path, str(tmp_path / "dd")), tmp_path / "run")
