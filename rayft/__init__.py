@@ -5,9 +5,11 @@ The public surface is small: `train`, `load_config` and `ExperimentConfig`.
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 from rayft.config import ConfigError, ExperimentConfig, load_config
+from rayft.training.loopback import keep_embedded_ray_on_loopback
 
 if TYPE_CHECKING:
     from rayft.training.launch import TrainResult
@@ -17,6 +19,8 @@ __all__ = ["ConfigError", "ExperimentConfig", "load_config", "train"]
 
 def train(config: Any, overrides: list[str] | None = None, address: str | None = None, resume: bool = False) -> TrainResult:
     """Fine-tune as `config` (an ExperimentConfig, a dict, or a YAML path) says; see rayft.training.launch."""
+    if address is None and not os.environ.get("RAY_ADDRESS"):
+        keep_embedded_ray_on_loopback()
     from rayft.training.launch import train as _train
 
     return _train(config, overrides=overrides, address=address, resume=resume)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+from pathlib import Path
 
 from rayft.config import UserInputError, load_config, to_yaml
+from rayft.training.loopback import keep_embedded_ray_on_loopback
 
 EXIT_USER_ERROR = 2
 EXIT_FAILURE = 1
@@ -31,6 +34,10 @@ def _parser() -> argparse.ArgumentParser:
     preview.add_argument("config", help="experiment YAML")
     preview.add_argument("overrides", nargs="*", help="dotted key=value overrides")
     preview.add_argument("-n", type=int, default=3, help="how many examples (default 3)")
+    report = data_commands.add_parser("report", help="write the data quality report (counts, duplicates, lengths, leakage)")
+    report.add_argument("config", help="experiment YAML")
+    report.add_argument("overrides", nargs="*", help="dotted key=value overrides")
+    report.add_argument("--out", default=None, help="directory for the report (default: the run directory)")
     return parser
 
 
@@ -38,7 +45,17 @@ def _data(args: argparse.Namespace) -> int:
     from rayft.data.preview import preview
 
     config = load_config(args.config, args.overrides)
-    print("\n\n".join(preview(config, args.n)))
+    if args.data_command == "preview":
+        print("\n\n".join(preview(config, args.n)))
+        return 0
+    from rayft.data.pipeline import read_splits
+    from rayft.data.report import REPORT_MD, write_report
+    from rayft.models.loading import configured_tokenizer
+
+    out_dir = Path(args.out) if args.out else config.run_dir
+    write_report(config, read_splits(config, out_dir), configured_tokenizer(config.model), out_dir)
+    print((out_dir / REPORT_MD).read_text(), end="")
+    print(f"\nwritten to {out_dir}")
     return 0
 
 
@@ -48,6 +65,8 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    if not (args.address or os.environ.get("RAY_ADDRESS")):
+        keep_embedded_ray_on_loopback()
     from rayft.training.launch import TrainingFailed, render_summary, train
 
     config = load_config(args.config, args.overrides)  # fail fast, before importing Ray's heavy parts

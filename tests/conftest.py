@@ -9,6 +9,9 @@ from typing import Any
 
 import pytest
 
+from rayft.training.loopback import keep_embedded_ray_on_loopback
+
+keep_embedded_ray_on_loopback()  # before anything imports Ray: every test cluster stays on 127.0.0.1
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 

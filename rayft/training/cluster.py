@@ -18,7 +18,8 @@ class ClusterConnectError(UserInputError):
 
 
 def ensure_ray(address: str | None, cpus_needed: float, dashboard: bool = False) -> None:
-    """Join `address` (or RAY_ADDRESS); otherwise start a new local instance on 127.0.0.1.
+    """Join `address` (or RAY_ADDRESS); otherwise start a new local instance (on 127.0.0.1 when
+    `keep_embedded_ray_on_loopback` ran before Ray was imported, as the CLI and `rayft.train` do).
 
     `address="local"` is explicit so a stale cluster recorded on the machine is never joined by
     accident. An already initialised Ray (a test session, a notebook) is reused as it is.
@@ -41,7 +42,6 @@ def ensure_ray(address: str | None, cpus_needed: float, dashboard: bool = False)
     ray.init(
         address="local",
         num_cpus=max(os.cpu_count() or 1, math.ceil(cpus_needed)),
-        _node_ip_address="127.0.0.1",
         include_dashboard=dashboard,
         dashboard_host="127.0.0.1",
         log_to_driver=True,

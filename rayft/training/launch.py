@@ -21,6 +21,7 @@ from ray.train.torch import TorchTrainer
 
 from rayft.config import ConfigError, ExperimentConfig, config_from_dict, load_config, to_yaml
 from rayft.data.pipeline import check_data_paths, read_splits, tokenize_splits
+from rayft.data.report import write_report
 from rayft.models.loading import load_tokenizer, resolve_base_model, tokenizer_source
 from rayft.tracking.metrics_log import METRICS_FILE, read_metrics
 from rayft.tracking.plots import plot_loss_curves
@@ -146,8 +147,9 @@ def train(
     check_data_paths(config.data)
     base_model = resolve_base_model(config.model, run_dir)
     tokenizer_path = tokenizer_source(config.model, base_model)
-    load_tokenizer(tokenizer_path, config.model.trust_remote_code)
+    tokenizer = load_tokenizer(tokenizer_path, config.model.trust_remote_code)
     split_rows = read_splits(config, run_dir)
+    write_report(config, split_rows, tokenizer, run_dir)
 
     ensure_ray(address, config.scaling.num_workers * config.scaling.cpus_per_worker + 1)
     prepared = tokenize_splits(split_rows, config, tokenizer_path, run_dir)
