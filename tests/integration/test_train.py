@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
-import ray
 import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
@@ -19,15 +17,6 @@ from rayft.training.loop import FAIL_AT_STEP_ENV
 from tests.conftest import tiny_experiment
 
 pytestmark = pytest.mark.ray
-
-
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "300")
-    ray.init(address="local", num_cpus=3, include_dashboard=False, log_to_driver=False)
-    assert {node["NodeManagerAddress"] for node in ray.nodes()} == {"127.0.0.1"}
-    yield
-    ray.shutdown()
 
 
 def _losses(run_dir: Path) -> dict[int, float]:
