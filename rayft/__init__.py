@@ -12,12 +12,14 @@ from rayft.config import ConfigError, ExperimentConfig, load_config
 from rayft.training.loopback import keep_embedded_ray_on_loopback
 
 if TYPE_CHECKING:
-    from rayft.training.launch import TrainResult
+    from rayft.training.launch import KFoldResult, TrainResult
 
 __all__ = ["ConfigError", "ExperimentConfig", "load_config", "train"]
 
 
-def train(config: Any, overrides: list[str] | None = None, address: str | None = None, resume: bool = False) -> TrainResult:
+def train(
+    config: Any, overrides: list[str] | None = None, address: str | None = None, resume: bool = False
+) -> TrainResult | KFoldResult:
     """Fine-tune as `config` (an ExperimentConfig, a dict, or a YAML path) says; see rayft.training.launch."""
     if address is None and not os.environ.get("RAY_ADDRESS"):
         keep_embedded_ray_on_loopback()

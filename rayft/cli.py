@@ -67,7 +67,7 @@ def _validate(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     if not (args.address or os.environ.get("RAY_ADDRESS")):
         keep_embedded_ray_on_loopback()
-    from rayft.training.launch import TrainingFailed, render_summary, train
+    from rayft.training.launch import KFoldResult, TrainingFailed, render_kfold_summary, render_summary, train
 
     config = load_config(args.config, args.overrides)  # fail fast, before importing Ray's heavy parts
     try:
@@ -75,7 +75,7 @@ def _train(args: argparse.Namespace) -> int:
     except TrainingFailed as err:
         print(f"rayft: {err}", file=sys.stderr)
         return EXIT_FAILURE
-    print(render_summary(result))
+    print(render_kfold_summary(result) if isinstance(result, KFoldResult) else render_summary(result))
     return 0
 
 

@@ -119,11 +119,32 @@ class SplitConfig(_Section):
     val: float = Field(0.1, ge=0, lt=1, description="Fraction of rows held out for validation.")
     test: float = Field(0.0, ge=0, lt=1, description="Fraction held out for the final test.")
     seed: int = Field(0, description="Seed of the split; the same seed gives the same split.")
+    stratify_by: str | None = Field(
+        None, description="Column whose values keep their proportions in every split (e.g. label)."
+    )
+    time_column: str | None = Field(
+        None, description="Column of times (ISO dates or numbers): the latest rows become test, then validation."
+    )
 
     @model_validator(mode="after")
     def _leaves_training_rows(self) -> SplitConfig:
         if self.val + self.test >= 1:
             raise ValueError(f"val + test must be below 1, got {self.val + self.test}")
+        if self.stratify_by and self.time_column:
+            raise ValueError("choose stratify_by or time_column, not both")
+        return self
+
+
+class KFoldConfig(_Section):
+    k: int = Field(ge=2, description="Folds: the non-test rows are cut into k parts, each the validation split once.")
+    fold: int | None = Field(
+        None, ge=0, description="Train this fold only; unset trains all k and reports mean and std."
+    )
+
+    @model_validator(mode="after")
+    def _fold_in_range(self) -> KFoldConfig:
+        if self.fold is not None and self.fold >= self.k:
+            raise ValueError(f"fold must be below k ({self.k}), got {self.fold}")
         return self
 
 
@@ -192,6 +213,7 @@ class DataConfig(_Section):
         0.05, ge=0, le=1, description="Stop when more than this fraction of rows is quarantined."
     )
     split: SplitConfig = Field(default_factory=SplitConfig)
+    kfold: KFoldConfig | None = Field(None, description="k-fold cross-validation instead of split.val.")
 
     @field_validator("train", "validation")
     @classmethod
@@ -222,6 +244,12 @@ class DataConfig(_Section):
             if role not in roles:
                 raise ValueError(f"{role!r} is not a role of format {task_format!r} (roles: {', '.join(roles)})")
         return value
+
+    @model_validator(mode="after")
+    def _kfold_owns_validation(self) -> DataConfig:
+        if self.kfold is not None and self.validation is not None:
+            raise ValueError("kfold: the folds are the validation splits; remove data.validation or data.kfold")
+        return self
 
     @property
     def task(self) -> TaskFormat:

@@ -20,7 +20,7 @@ import ray.data
 from rayft.config import DataConfig, ExperimentConfig
 from rayft.data.formats import format_record, validate_record
 from rayft.data.readers import DataError, RowProblem, expand_paths, read_rows
-from rayft.data.split import TEST, TRAIN, VAL, assign_splits
+from rayft.data.split import TEST, TRAIN, VAL, assign_folds, assign_splits, parse_time
 from rayft.data.tokenize import Dropped, tokenize_segments
 
 QUARANTINE_FILE = "quarantine.jsonl"
@@ -58,7 +58,7 @@ def _read_and_validate(spec: str | list[str], key: str, data: DataConfig) -> _Re
     problems: list[RowProblem] = []
     for path in expand_paths(spec, key):
         for row in read_rows(path):
-            reason = row.error or validate_record(row.record or {}, data)
+            reason = row.error or validate_record(row.record or {}, data) or _split_key_problem(row.record or {}, data)
             if reason is not None:
                 kind, _, detail = reason.partition(": ")
                 raw = "" if row.record is None else json.dumps(row.record, ensure_ascii=False)[:2000]
@@ -66,6 +66,33 @@ def _read_and_validate(spec: str | list[str], key: str, data: DataConfig) -> _Re
                 continue
             rows.append({"source": row.source, "line": row.line, "record": json.dumps(row.record, ensure_ascii=False)})
     return _ReadResult(rows, problems)
+
+
+def _split_key_problem(record: dict[str, Any], data: DataConfig) -> str | None:
+    """Rows must carry the columns the split is keyed on."""
+    split = data.split
+    if split.stratify_by is not None:
+        value = record.get(split.stratify_by)
+        if value is None or isinstance(value, (dict, list)):
+            return f"missing_field: {split.stratify_by!r} (data.split.stratify_by) must hold a plain value"
+    if split.time_column is not None and parse_time(record.get(split.time_column)) is None:
+        return f"bad_time: {split.time_column!r} must be a number or an ISO date, got {record.get(split.time_column)!r}"
+    return None
+
+
+def _split_labels(rows: list[dict[str, Any]], data: DataConfig, carve_val: bool) -> list[str]:
+    """Each row's split, from the split keys in its record (and the fold, under k-fold)."""
+    split = data.split
+    records = [json.loads(row["record"]) for row in rows] if split.stratify_by or split.time_column else []
+    strata = [json.dumps(r[split.stratify_by]) for r in records] if split.stratify_by else None
+    times = [parse_time(r[split.time_column]) or 0.0 for r in records] if split.time_column else None
+    labels = assign_splits(len(rows), split, carve_val=carve_val and data.kfold is None, strata=strata, times=times)
+    if data.kfold is None:
+        return labels
+    if data.kfold.fold is None:
+        raise ValueError("data.kfold.fold must be chosen before splitting (rayft.train runs every fold)")
+    folds = assign_folds(labels, data.kfold, split.seed, strata)
+    return [TEST if label == TEST else VAL if fold == data.kfold.fold else TRAIN for label, fold in zip(labels, folds)]
 
 
 def _check_usable(result: _ReadResult, key: str, data: DataConfig, quarantine: Path) -> None:
@@ -172,7 +199,7 @@ def read_splits(config: ExperimentConfig, run_dir: Path) -> SplitRows:
     if val_read is not None:
         _check_usable(val_read, "data.validation", data, quarantine)
 
-    labels = assign_splits(len(train_read.rows), data.split, carve_val=val_read is None)
+    labels = _split_labels(train_read.rows, data, carve_val=val_read is None)
     by_split: dict[str, list[dict[str, Any]]] = {TRAIN: [], VAL: [], TEST: []}
     for row, label in zip(train_read.rows, labels):
         by_split[label].append(row)

@@ -1,31 +1,97 @@
-"""Deterministic, disjoint train / validation / test splits."""
+"""Deterministic, disjoint train / validation / test splits: random, stratified, by time, k-fold.
+
+Every assignment is a pure function of the rows' split keys and the config, so the same data
+and config always give the same splits, and evaluation can rebuild the test split later.
+The test split is carved first and never enters training, validation or any fold.
+"""
 
 from __future__ import annotations
 
 import math
+from collections import defaultdict
+from collections.abc import Hashable, Sequence
+from datetime import datetime
+from typing import Any
 
 import numpy as np
 
-from rayft.config import SplitConfig
+from rayft.config import KFoldConfig, SplitConfig
 
 TRAIN, VAL, TEST = "train", "validation", "test"
 
 
-def assign_splits(n_rows: int, split: SplitConfig, carve_val: bool = True) -> list[str]:
-    """The split of each row index: a seeded permutation cut into test, validation, train.
+def parse_time(value: Any) -> float | None:
+    """Numbers as they are; strings as ISO 8601 dates or times; None when neither."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value.strip()).timestamp()
+        except ValueError:
+            return None
+    return None
 
-    The same (n_rows, split) always gives the same assignment, so evaluation can rebuild the
-    test split later without storing it.
+
+def _cut(rows: Sequence[int], fraction: float, at_least_one: bool) -> int:
+    count = math.floor(fraction * len(rows))
+    return 1 if at_least_one and fraction > 0 and count == 0 and len(rows) > 1 else count
+
+
+def _groups(n_rows: int, strata: Sequence[Hashable] | None) -> list[list[int]]:
+    if strata is None:
+        return [list(range(n_rows))]
+    by_value: dict[Hashable, list[int]] = defaultdict(list)
+    for row, value in enumerate(strata):
+        by_value[value].append(row)
+    return [by_value[value] for value in sorted(by_value, key=repr)]
+
+
+def assign_splits(
+    n_rows: int,
+    split: SplitConfig,
+    carve_val: bool = True,
+    strata: Sequence[Hashable] | None = None,
+    times: Sequence[float] | None = None,
+) -> list[str]:
+    """The split of each row: test first, then validation, the rest train.
+
+    Random: a seeded permutation. Stratified: the same cut inside each stratum, so every split
+    keeps the strata's proportions. By time: the latest rows are test, the next latest validation.
     """
-    order = np.random.default_rng(split.seed).permutation(n_rows)
-    n_test = math.floor(split.test * n_rows)
-    n_val = math.floor(split.val * n_rows) if carve_val else 0
-    if carve_val and split.val > 0 and n_val == 0 and n_rows - n_test > 1:
-        n_val = 1
     labels = [TRAIN] * n_rows
-    for position, row in enumerate(order):
-        if position < n_test:
+    if times is not None:
+        ordered = sorted(range(n_rows), key=lambda row: (times[row], row), reverse=True)
+        n_test = _cut(ordered, split.test, False)
+        n_val = _cut(ordered, split.val, True) if carve_val else 0
+        for row in ordered[:n_test]:
             labels[row] = TEST
-        elif position < n_test + n_val:
+        for row in ordered[n_test : n_test + n_val]:
+            labels[row] = VAL
+        return labels
+    rng = np.random.default_rng(split.seed)
+    for group in _groups(n_rows, strata):
+        order = [group[i] for i in rng.permutation(len(group))]
+        n_test = _cut(order, split.test, strata is None)
+        n_val = _cut(order, split.val, strata is None) if carve_val else 0
+        for row in order[:n_test]:
+            labels[row] = TEST
+        for row in order[n_test : n_test + n_val]:
             labels[row] = VAL
     return labels
+
+
+def assign_folds(labels: Sequence[str], kfold: KFoldConfig, seed: int, strata: Sequence[Hashable] | None = None) -> list[int]:
+    """The fold (0..k-1) of each non-test row, -1 for test rows; strata are dealt round-robin so
+    every fold keeps their proportions."""
+    folds = [-1] * len(labels)
+    candidates = [row for row, label in enumerate(labels) if label != TEST]
+    subset_strata = None if strata is None else [strata[row] for row in candidates]
+    rng = np.random.default_rng([seed, kfold.k])
+    position = 0
+    for group in _groups(len(candidates), subset_strata):
+        for index in rng.permutation(len(group)):
+            folds[candidates[group[index]]] = position % kfold.k
+            position += 1
+    return folds

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import shutil
+import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from rayft.data.report import write_report
 from rayft.models.loading import load_tokenizer, resolve_base_model, tokenizer_source
 from rayft.tracking.metrics_log import METRICS_FILE, read_metrics
 from rayft.tracking.plots import plot_loss_curves
-from rayft.tracking.summary import before_after_table
+from rayft.tracking.summary import SHOWN, before_after_table
 from rayft.training.cluster import ensure_ray
 from rayft.training.loop import FAIL_AT_STEP_ENV, LoopSettings, train_loop_per_worker
 
@@ -134,15 +135,50 @@ def _best(checkpoints: list[tuple[Any, dict[str, Any]]], metric: str, mode: str)
     return pick(scored, key=lambda pair: pair[1][metric])
 
 
+@dataclass
+class KFoldResult:
+    """k runs, one per fold (named <name>-fold<i>), and the mean and std of their best metrics."""
+
+    folds: list[TrainResult]
+    mean: dict[str, float]
+    std: dict[str, float]
+    summary_path: str
+
+
 def train(
     config: ExperimentConfig | str | Path | dict[str, Any],
     overrides: list[str] | None = None,
     address: str | None = None,
     resume: bool = False,
-) -> TrainResult:
-    """Fine-tune as configured; returns (and writes to result.json) the final and best metrics."""
-    started = time.time()
+) -> TrainResult | KFoldResult:
+    """Fine-tune as configured; returns (and writes to result.json) the final and best metrics.
+
+    With `data.kfold` and no fold chosen, trains every fold in turn and returns a KFoldResult.
+    """
     config = as_config(config, overrides)
+    if config.data.kfold is not None and config.data.kfold.fold is None:
+        return _train_folds(config, address, resume)
+    return _train_one(config, address, resume)
+
+
+def _train_folds(config: ExperimentConfig, address: str | None, resume: bool) -> KFoldResult:
+    assert config.data.kfold is not None
+    raw = config.model_dump(mode="json")
+    folds = [
+        _train_one(config_from_dict(raw, [f"name={config.name}-fold{fold}", f"data.kfold.fold={fold}"]), address, resume)
+        for fold in range(config.data.kfold.k)
+    ]
+    names = [name for name in SHOWN if all(isinstance(f.best_metrics.get(name), (int, float)) for f in folds)]
+    mean = {name: statistics.fmean(f.best_metrics[name] for f in folds) for name in names}
+    std = {name: statistics.stdev(f.best_metrics[name] for f in folds) for name in names}
+    path = config.run_dir.parent / f"{config.name}-kfold.json"
+    result = KFoldResult(folds, mean, std, str(path))
+    path.write_text(json.dumps(asdict(result), indent=2, default=str) + "\n")
+    return result
+
+
+def _train_one(config: ExperimentConfig, address: str | None, resume: bool) -> TrainResult:
+    started = time.time()
     run_dir = prepare_run_dir(config, resume)
     check_data_paths(config.data)
     base_model = resolve_base_model(config.model, run_dir)
@@ -191,6 +227,17 @@ def train(
     (run_dir / RESULT_FILE).write_text(json.dumps(asdict(summary), indent=2, default=str) + "\n")
     plot_loss_curves(records, run_dir / LOSS_PLOT_FILE, f"{config.name}: loss")
     return summary
+
+
+def render_kfold_summary(result: KFoldResult) -> str:
+    names = list(result.mean)
+    rows = [["fold", *names]]
+    rows += [[str(i), *(f"{fold.best_metrics[n]:.4f}" for n in names)] for i, fold in enumerate(result.folds)]
+    rows.append(["mean ± std", *(f"{result.mean[n]:.4f} ± {result.std[n]:.4f}" for n in names)])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [" | ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)) for row in rows]
+    lines.insert(1, "-+-".join("-" * w for w in widths))
+    return f"\n{len(result.folds)}-fold cross-validation (best checkpoint of each fold), written to {result.summary_path}\n\n" + "\n".join(lines) + "\n"
 
 
 def render_summary(result: TrainResult) -> str:
