@@ -1,4 +1,5 @@
-"""One local Ray instance for the whole integration tier: starting Ray costs seconds each time."""
+"""One local Ray instance for the whole integration tier (shut down after it, so the unit tier
+can check that user errors start no Ray): starting Ray costs seconds each time."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 import ray
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="package", autouse=True)
 def local_ray():
     os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "300")
     ray.init(address="local", num_cpus=3, include_dashboard=False, log_to_driver=False)

@@ -31,7 +31,10 @@ def test_kfold_trains_every_fold_and_reports_mean_and_std(tmp_path: Path) -> Non
     result = rayft.train(config)
     assert isinstance(result, KFoldResult) and len(result.folds) == 3
     assert [Path(f.run_dir).name for f in result.folds] == ["cv-fold0", "cv-fold1", "cv-fold2"]
-    assert all(f.data["splits"] == {"train": 54, "validation": 27, "test": 9} for f in result.folds)
+    # stratified test: floor(10% of 45) per parity = 8 rows; the other 82 dealt into folds of 28, 27, 27
+    assert [f.data["splits"] for f in result.folds] == [
+        {"train": 54, "validation": 28, "test": 8}, {"train": 55, "validation": 27, "test": 8}, {"train": 55, "validation": 27, "test": 8},
+    ]
     losses = [f.best_metrics["eval_loss"] for f in result.folds]
     assert result.mean["eval_loss"] == pytest.approx(sum(losses) / 3)
     assert result.std["eval_loss"] > 0
