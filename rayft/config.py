@@ -209,6 +209,9 @@ class DataConfig(_Section):
     overlength: Literal["drop", "truncate", "error"] = Field(
         "drop", description="What to do with longer examples; truncate cuts the prompt, never the whole response."
     )
+    packing: bool = Field(
+        False, description="Pack several training examples per sequence (attention stays inside each example)."
+    )
     max_bad_fraction: float = Field(
         0.05, ge=0, le=1, description="Stop when more than this fraction of rows is quarantined."
     )

@@ -26,6 +26,8 @@ class Example:
     prompt_len: int
     reference: str
     """What a generation from the prompt should say (empty when there is no single answer)."""
+    position_ids: list[int] | None = None
+    """Set on packed examples: positions restart at 0 for every example packed inside."""
 
 
 def load_examples(rows: Iterable[dict[str, Any]]) -> list[Example]:
@@ -60,16 +62,26 @@ def micro_batches_per_epoch(n_examples: int, batch_size: int, world_size: int) -
 
 
 def collate(examples: list[Example], pad_id: int, device: torch.device | None = None) -> dict[str, torch.Tensor]:
-    """Right-pad a batch; padding positions get attention 0 and label -100 (masked by position,
-    so a pad id equal to EOS never hides the trained EOS)."""
+    """Right-pad a batch into the model's keyword arguments; padding gets label -100 (masked by
+    position, so a pad id equal to EOS never hides the trained EOS).
+
+    Unpacked rows get an attention mask. Packed rows get position_ids instead and no mask, which
+    transformers turns into a block-diagonal causal mask; the padding tail is a block of its own.
+    """
     width = max(len(example.input_ids) for example in examples)
     input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
-    attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
+    packed = any(example.position_ids is not None for example in examples)
+    extra = torch.zeros((len(examples), width), dtype=torch.long)
     for row, example in enumerate(examples):
         length = len(example.input_ids)
         input_ids[row, :length] = torch.tensor(example.input_ids)
         labels[row, :length] = torch.tensor(example.labels)
-        attention_mask[row, :length] = 1
-    batch = {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+        if packed:
+            positions = example.position_ids if example.position_ids is not None else list(range(length))
+            extra[row, :length] = torch.tensor(positions)
+            extra[row, length:] = torch.arange(width - length)
+        else:
+            extra[row, :length] = 1
+    batch = {"input_ids": input_ids, "labels": labels, ("position_ids" if packed else "attention_mask"): extra}
     return {key: value.to(device) for key, value in batch.items()} if device is not None else batch

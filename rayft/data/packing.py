@@ -27,27 +27,34 @@ class PackingStats:
         return self.real_tokens / self.slots if self.slots else 0.0
 
 
-def pack_examples(examples: Sequence[Example], max_length: int) -> tuple[list[Example], PackingStats]:
-    """First-fit-decreasing bins by length; the result is deterministic for the same input order.
-
-    A packed Example keeps the concatenated ids and labels, `position_ids` restarting per part,
-    and no single reference (generation metrics use the unpacked validation split).
-    """
-    order = sorted(range(len(examples)), key=lambda i: (-len(examples[i].input_ids), i))
+def first_fit_decreasing(lengths: Sequence[int], max_length: int) -> list[list[int]]:
+    """Bins of indices whose lengths sum to at most max_length; longest first, ties by index, so
+    the same lengths always give the same bins. Members of a bin keep their original order."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     bins: list[list[int]] = []
     room: list[int] = []
     for index in order:
-        length = len(examples[index].input_ids)
-        target = next((b for b, free in enumerate(room) if free >= length), None)
+        target = next((b for b, free in enumerate(room) if free >= lengths[index]), None)
         if target is None:
             bins.append([index])
-            room.append(max_length - length)
+            room.append(max_length - lengths[index])
         else:
             bins[target].append(index)
-            room[target] -= length
+            room[target] -= lengths[index]
+    return [sorted(members) for members in bins]
+
+
+def packing_stats(lengths: Sequence[int], max_length: int) -> PackingStats:
+    bins = first_fit_decreasing(lengths, max_length)
+    return PackingStats(len(lengths), len(bins), sum(lengths), len(bins) * max_length)
+
+
+def pack_examples(examples: Sequence[Example], max_length: int) -> tuple[list[Example], PackingStats]:
+    """Packed Examples keep the concatenated ids and labels, `position_ids` restarting per part,
+    and no single reference (generation metrics use the unpacked validation split)."""
+    lengths = [len(example.input_ids) for example in examples]
     packed = []
-    for members in bins:
-        members.sort()
+    for members in first_fit_decreasing(lengths, max_length):
         parts = [examples[i] for i in members]
         packed.append(
             Example(
@@ -58,5 +65,4 @@ def pack_examples(examples: Sequence[Example], max_length: int) -> tuple[list[Ex
                 position_ids=[p for part in parts for p in range(len(part.input_ids))],
             )
         )
-    real = sum(len(example.input_ids) for example in examples)
-    return packed, PackingStats(len(examples), len(packed), real, len(packed) * max_length)
+    return packed, packing_stats(lengths, max_length)

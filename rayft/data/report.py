@@ -22,6 +22,7 @@ from transformers import PreTrainedTokenizerBase  # noqa: E402
 
 from rayft.config import ExperimentConfig  # noqa: E402
 from rayft.data.formats import format_record  # noqa: E402
+from rayft.data.packing import packing_stats  # noqa: E402
 from rayft.data.pipeline import SplitRows  # noqa: E402
 from rayft.data.tokenize import Dropped, tokenize_segments  # noqa: E402
 
@@ -53,6 +54,8 @@ class DataReport:
     splits: dict[str, SplitReport]
     overlap_with_train: dict[str, int]
     """Rows of validation/test whose normalised text also appears in train (leakage)."""
+    packing: dict[str, float] | None = None
+    """With data.packing: training examples, packed sequences and efficiency (real tokens / slots)."""
 
 
 def _length_summary(lengths: list[int]) -> dict[str, float]:
@@ -104,6 +107,9 @@ def build_report(
     overlap = {name: len(keys[name] & keys["train"]) for name in keys if name != "train" and keys[name]}
     counts = split_rows.counts
     report = DataReport(counts.read, dict(counts.quarantined), data.max_length, splits, overlap)
+    if data.packing and lengths.get("train"):
+        stats = packing_stats(lengths["train"], data.max_length)
+        report.packing = {"examples": stats.examples, "sequences": stats.sequences, "efficiency": round(stats.efficiency, 4)}
     return report, lengths
 
 
@@ -142,6 +148,9 @@ def render_markdown(report: DataReport) -> str:
         lines += ["", "Label balance: " + "; ".join(f"{name} {labels}" for name, labels in labelled.items())]
     if report.overlap_with_train:
         lines += ["", "Overlap with train (normalised text, leakage): " + ", ".join(f"{k} {v}" for k, v in report.overlap_with_train.items())]
+    if report.packing:
+        p = report.packing
+        lines += ["", f"Packing: {p['examples']:.0f} training examples into {p['sequences']:.0f} sequences, efficiency {p['efficiency']:.1%}"]
     return "\n".join(lines) + "\n"
 
 

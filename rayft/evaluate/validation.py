@@ -47,7 +47,7 @@ def evaluate_validation(
     loss_sum, token_count = 0.0, 0.0
     for start in range(0, len(mine), batch_size):
         batch = collate(mine[start : start + batch_size], tokenizer.pad_token_id, device)
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
         shifted_labels = batch["labels"][:, 1:]
         losses = F.cross_entropy(
             logits[:, :-1].flatten(0, 1).float(), shifted_labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"

@@ -30,6 +30,7 @@ from transformers import get_scheduler
 
 from rayft.config import ExperimentConfig, TrainConfig, total_warmup_steps
 from rayft.data.batching import Example, collate, epoch_batches, load_examples, micro_batches_per_epoch
+from rayft.data.packing import pack_examples
 from rayft.data.tokenize import IGNORE_INDEX
 from rayft.evaluate.validation import evaluate_validation
 from rayft.models.loading import load_causal_lm, load_tokenizer
@@ -92,7 +93,7 @@ def forward_backward(model: nn.Module, micro_batches: list[dict[str, torch.Tenso
         last = index == len(micro_batches) - 1
         with nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync():
             on_device = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
-            loss = model(**on_device, num_items_in_batch=step_tokens).loss
+            loss = model(**on_device, num_items_in_batch=step_tokens, use_cache=False).loss
             loss.backward()
         total += loss.detach()
     return total
@@ -168,6 +169,9 @@ def train_loop_per_worker(settings: dict[str, Any]) -> None:
     val_examples: list[Example] = (
         load_examples(ray.train.get_dataset_shard("validation").iter_rows()) if loop.has_validation else []
     )
+    packing_stats = None
+    if config.data.packing:
+        train_examples, packing_stats = pack_examples(train_examples, config.data.max_length)
     micro_per_epoch = micro_batches_per_epoch(len(train_examples), train_cfg.batch_size, world_size)
     steps_per_epoch = math.ceil(micro_per_epoch / train_cfg.grad_accum)
     max_steps = total_steps(train_cfg, steps_per_epoch)
@@ -205,7 +209,9 @@ def train_loop_per_worker(settings: dict[str, Any]) -> None:
             log.write({"step": progress.step, "epoch": round(progress.step / steps_per_epoch, 4), **metrics, "time": time.time()})
 
     if progress.step == 0:
-        start_metrics = {"trainable_params": trainable_params, "total_params": total_params, "max_steps": max_steps}
+        start_metrics: dict[str, Any] = {"trainable_params": trainable_params, "total_params": total_params, "max_steps": max_steps}
+        if packing_stats is not None:
+            start_metrics |= {"packed_sequences": packing_stats.sequences, "packing_efficiency": round(packing_stats.efficiency, 4)}
         if val_examples:
             start_metrics |= evaluate()
         record(start_metrics)
@@ -224,7 +230,7 @@ def train_loop_per_worker(settings: dict[str, Any]) -> None:
         while progress.micro_batch < len(batches) and progress.step < max_steps:
             group = batches[progress.micro_batch : progress.micro_batch + train_cfg.grad_accum]
             collated = [collate([train_examples[i] for i in ids], tokenizer.pad_token_id) for ids in group]
-            window_tokens += sum(int(b["attention_mask"].sum()) for b in collated)
+            window_tokens += sum(len(train_examples[i].input_ids) for ids in group for i in ids)
             running_loss += forward_backward(model, collated, device)
             if train_cfg.max_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.max_grad_norm)

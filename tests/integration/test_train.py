@@ -86,3 +86,17 @@ def test_a_crashed_run_resumes_exactly(tmp_path: Path, monkeypatch: pytest.Monke
         assert got[step] == pytest.approx(expected[step], rel=1e-6, abs=1e-7), f"step {step}"
     assert resumed.metrics["step"] == 8
     assert resumed.best_metrics["eval_loss"] == pytest.approx(straight.best_metrics["eval_loss"], rel=1e-6)
+
+
+def test_packed_training_reports_efficiency_and_learns(tmp_path: Path) -> None:
+    config = tiny_experiment(
+        tmp_path, name="packed",
+        data={"packing": True, "max_length": 202},  # examples are 62-67 tokens: exactly 3 fit
+        train={"max_steps": 20, "lr": 5e-3, "logging_steps": 10, "eval_steps": 20, "save_steps": 20, "batch_size": 2},
+    )
+    result = rayft.train(config)
+    start = next(r for r in read_metrics(Path(result.run_dir) / "metrics.jsonl") if r["step"] == 0)
+    report = json.loads((Path(result.run_dir) / "data_report.json").read_text())
+    assert start["packed_sequences"] == report["packing"]["sequences"] == 634  # ceil(1900 / 3)
+    assert start["packing_efficiency"] == report["packing"]["efficiency"] > 0.95
+    assert result.best_metrics["eval_loss"] < result.before["eval_loss"] - 1.0
