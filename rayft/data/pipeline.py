@@ -35,9 +35,6 @@ class DataCounts:
     filtered: dict[str, int] = field(default_factory=dict)
     splits: dict[str, int] = field(default_factory=dict)
 
-    def reconciles(self) -> bool:
-        return self.read == self.kept + sum(self.quarantined.values()) + sum(self.filtered.values())
-
 
 @dataclass
 class PreparedData:

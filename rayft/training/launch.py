@@ -7,7 +7,6 @@ checked here before any Ray worker starts.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import statistics
@@ -29,8 +28,6 @@ from rayft.tracking.plots import plot_loss_curves
 from rayft.tracking.summary import SHOWN, before_after_table
 from rayft.training.cluster import ensure_ray
 from rayft.training.loop import FAIL_AT_STEP_ENV, LoopSettings, train_loop_per_worker
-
-logger = logging.getLogger("rayft")
 
 CONFIG_FILE = "config.yaml"
 RESULT_FILE = "result.json"

@@ -44,6 +44,8 @@ def test_format_trains_end_to_end(tmp_path: Path, task: str) -> None:
     )
     result = rayft.train(config)
     assert result.data["splits"] == {"train": 144, "validation": 16, "test": 0}
+    counts = result.data
+    assert counts["read"] == counts["kept"] + sum(counts["quarantined"].values()) + sum(counts["filtered"].values())
     assert result.best_metrics["eval_loss"] < result.before["eval_loss"] - 0.5
     assert ("exact_match" in result.best_metrics) == (task != "text"), "text has no single answer to match"
     report = json.loads((Path(result.run_dir) / "data_report.json").read_text())

@@ -35,6 +35,7 @@ def test_bad_rows_are_quarantined_with_file_line_and_reason(tmp_path: Path) -> N
     assert counts.read == 45
     assert counts.quarantined == {"malformed_json": 1, "missing_field": 1, "not_an_object": 1, "wrong_type": 1, "not_utf8": 1}
     assert sum(len(r) for r in rows.by_split.values()) == 40
+    assert counts.read == sum(len(r) for r in rows.by_split.values()) + sum(counts.quarantined.values())
 
 
 def test_too_many_bad_rows_stop_the_run_naming_the_first(tmp_path: Path) -> None:
