@@ -181,7 +181,14 @@ TASK_FORMATS: dict[str, TaskFormat] = {
 
 class DataConfig(_Section):
     train: str | list[str] = Field(
-        description="Training data: a path, a glob, or a list of them (.jsonl or .json)."
+        description="Training data: a path, a glob, or a list of them (.jsonl, .json, .csv, .parquet, saved HF dataset)."
+    )
+    weights: list[float] | None = Field(
+        None,
+        description=(
+            "Mix the `train` entries in these proportions (e.g. [0.8, 0.2]: task data and replay data). "
+            "Training rows of over-represented entries are left out (counted as filtered 'mixed_out'); none repeat."
+        ),
     )
     validation: str | list[str] | None = Field(
         None, description="Explicit validation files; when unset, `split.val` carves them from train."
@@ -247,6 +254,15 @@ class DataConfig(_Section):
             if role not in roles:
                 raise ValueError(f"{role!r} is not a role of format {task_format!r} (roles: {', '.join(roles)})")
         return value
+
+    @model_validator(mode="after")
+    def _one_weight_per_source(self) -> DataConfig:
+        if self.weights is None:
+            return self
+        entries = 1 if isinstance(self.train, str) else len(self.train)
+        if len(self.weights) != entries or any(w <= 0 for w in self.weights):
+            raise ValueError(f"weights: need {entries} positive weights, one per data.train entry, got {self.weights}")
+        return self
 
     @model_validator(mode="after")
     def _kfold_owns_validation(self) -> DataConfig:

@@ -14,6 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import ray.data
 
@@ -50,10 +51,12 @@ class _ReadResult:
 
 
 def _read_and_validate(spec: str | list[str], key: str, data: DataConfig) -> _ReadResult:
-    """Valid rows keep their record (as JSON, so mixed schemas share one column); bad rows become problems."""
+    """Valid rows keep their record (as JSON, so mixed schemas share one column) and the index of
+    the `spec` entry they came from (for weighted mixing); bad rows become problems."""
     rows: list[dict[str, Any]] = []
     problems: list[RowProblem] = []
-    for path in expand_paths(spec, key):
+    entries = [spec] if isinstance(spec, str) else spec
+    for entry, path in ((entry, path) for entry, pattern in enumerate(entries) for path in expand_paths(pattern, key)):
         for row in read_rows(path):
             reason = row.error or validate_record(row.record or {}, data) or _split_key_problem(row.record or {}, data)
             if reason is not None:
@@ -61,7 +64,7 @@ def _read_and_validate(spec: str | list[str], key: str, data: DataConfig) -> _Re
                 raw = "" if row.record is None else json.dumps(row.record, ensure_ascii=False)[:2000]
                 problems.append(RowProblem(row.source, row.line, kind, detail, raw))
                 continue
-            rows.append({"source": row.source, "line": row.line, "record": json.dumps(row.record, ensure_ascii=False)})
+            rows.append({"source": row.source, "line": row.line, "entry": entry, "record": json.dumps(row.record, ensure_ascii=False)})
     return _ReadResult(rows, problems)
 
 
@@ -202,14 +205,39 @@ def read_splits(config: ExperimentConfig, run_dir: Path) -> SplitRows:
         by_split[label].append(row)
     if val_read is not None:
         by_split[VAL] = val_read.rows
+    mixed_out = 0
+    if data.weights is not None:
+        by_split[TRAIN], mixed_out = mix_by_weight(by_split[TRAIN], data.weights, data.split.seed)
     for rows in by_split.values():
         for index, row in enumerate(rows):
             row["idx"] = index
     counts = DataCounts(
         read=len(train_read.rows) + (len(val_read.rows) if val_read else 0) + len(problems),
         quarantined=dict(Counter(p.reason for p in problems)),
+        filtered={"mixed_out": mixed_out} if mixed_out else {},
     )
     return SplitRows(by_split, counts)
+
+
+def mix_by_weight(rows: list[dict[str, Any]], weights: list[float], seed: int) -> tuple[list[dict[str, Any]], int]:
+    """Keep the largest training set whose entries stand in the given proportions without
+    repeating a row: total = min(rows of entry i / share i); each entry keeps a seeded sample.
+    Returns the kept rows (in their original order) and how many were left out."""
+    shares = [w / sum(weights) for w in weights]
+    by_entry: dict[int, list[int]] = {i: [] for i in range(len(weights))}
+    for index, row in enumerate(rows):
+        by_entry[row["entry"]].append(index)
+    empty = [i for i, members in by_entry.items() if not members]
+    if empty:
+        raise DataError(f"data.weights: data.train entry {empty[0]} has no training rows to mix in")
+    total = min(len(by_entry[i]) / share for i, share in enumerate(shares))
+    rng = np.random.default_rng(seed)
+    keep: list[int] = []
+    for i, share in enumerate(shares):
+        members = by_entry[i]
+        chosen = rng.choice(len(members), size=min(len(members), round(total * share)), replace=False)
+        keep += [members[c] for c in chosen]
+    return [rows[i] for i in sorted(keep)], len(rows) - len(keep)
 
 
 def tokenize_splits(split_rows: SplitRows, config: ExperimentConfig, tokenizer_path: str, run_dir: Path) -> PreparedData:
@@ -234,7 +262,7 @@ def tokenize_splits(split_rows: SplitRows, config: ExperimentConfig, tokenizer_p
         filtered.update(d["drop_reason"].partition(":")[0] for d in dropped)
         datasets[name] = _kept(tokenized)
         counts.splits[name] = len(rows) - len(dropped)
-    counts.filtered = dict(filtered)
+    counts.filtered = dict(Counter(counts.filtered) + filtered)
     counts.kept = sum(counts.splits.values())
     (run_dir / SUMMARY_FILE).write_text(json.dumps(asdict(counts), indent=2) + "\n")
     if counts.splits.get(TRAIN, 0) == 0:

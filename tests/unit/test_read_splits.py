@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,23 @@ def test_a_dataset_dict_directory_asks_for_a_split(tmp_path: Path) -> None:
     datasets.DatasetDict({"train": datasets.Dataset.from_list([GOOD])}).save_to_disk(str(tmp_path / "dd"))
     with pytest.raises(DataError, match=r"is a directory; a dataset dict: name one split, e.g. .*dd/train"):
         read_splits(_config(tmp_path, str(tmp_path / "dd")), tmp_path / "run")
+
+
+def test_weighted_mixing_keeps_the_proportions_without_repeating_rows(tmp_path: Path) -> None:
+    task = write_jsonl(tmp_path / "task.jsonl", [{"instruction": "task", "output": str(i)} for i in range(100)])
+    replay = write_jsonl(tmp_path / "replay.jsonl", [{"instruction": "replay", "output": str(i)} for i in range(1000)])
+    config = _config(tmp_path, [str(task), str(replay)], weights=[0.8, 0.2], split={"val": 0.0, "test": 0.0})
+    rows = read_splits(config, tmp_path / "run")
+    kinds = Counter(json.loads(r["record"])["instruction"] for r in rows.by_split["train"])
+    assert kinds == {"task": 100, "replay": 25}  # min(100 / 0.8, 1000 / 0.2) = 125 rows in all
+    outputs = [json.loads(r["record"])["output"] for r in rows.by_split["train"] if "replay" in r["record"]]
+    assert len(set(outputs)) == 25, "no replay row repeats"
+    assert rows.counts.filtered == {"mixed_out": 975}
+    assert rows.counts.read == 125 + 975
+
+
+def test_weights_need_one_positive_weight_per_entry(tmp_path: Path) -> None:
+    from rayft.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^data: weights: need 2 positive weights, one per data.train entry"):
+        _config(tmp_path, ["a.jsonl", "b.jsonl"], weights=[1.0])
