@@ -22,7 +22,7 @@ from rayft.config import DataConfig, ExperimentConfig
 from rayft.data.formats import format_record, validate_record
 from rayft.data.readers import DataError, RowProblem, expand_paths, read_rows
 from rayft.data.split import TEST, TRAIN, VAL, assign_folds, assign_splits, parse_time
-from rayft.data.tokenize import Dropped, tokenize_segments
+from rayft.data.tokenize import Dropped, tokenize_formatted
 
 QUARANTINE_FILE = "quarantine.jsonl"
 SUMMARY_FILE = "data_summary.json"
@@ -137,9 +137,7 @@ class _TokenizeBatch:
             try:
                 example = format_record(json.loads(record), self.data, tokenizer)
                 reference = example.reference
-                result = tokenize_segments(
-                    example.segments, tokenizer, self.data.max_length, self.data.overlength, append_eos=self.data.format != "chat"
-                )
+                result = tokenize_formatted(example, tokenizer, self.data)
             except ValueError as err:  # a chat template that cannot be split into turns
                 result = Dropped("unformattable", str(err))
             dropped = isinstance(result, Dropped)

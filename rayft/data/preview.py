@@ -12,7 +12,7 @@ from rayft.config import ExperimentConfig
 from rayft.data.formats import format_record
 from rayft.data.pipeline import read_splits
 from rayft.data.split import TRAIN
-from rayft.data.tokenize import IGNORE_INDEX, Dropped, tokenize_segments
+from rayft.data.tokenize import IGNORE_INDEX, Dropped, tokenize_formatted
 from rayft.models.loading import configured_tokenizer
 
 TRAINED_START, TRAINED_END = "[[", "]]"
@@ -40,7 +40,7 @@ def preview(config: ExperimentConfig, count: int) -> list[str]:
     for row in rows:
         where = f"{row['source']}:{row['line']}"
         example = format_record(json.loads(row["record"]), data, tokenizer)
-        tokens = tokenize_segments(example.segments, tokenizer, data.max_length, data.overlength, append_eos=data.format != "chat")
+        tokens = tokenize_formatted(example, tokenizer, data)
         if isinstance(tokens, Dropped):
             shown.append(f"--- {where} (filtered: {tokens.reason}: {tokens.detail})")
             continue

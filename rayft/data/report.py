@@ -24,7 +24,7 @@ from rayft.config import ExperimentConfig  # noqa: E402
 from rayft.data.formats import format_record  # noqa: E402
 from rayft.data.packing import packing_stats  # noqa: E402
 from rayft.data.pipeline import SplitRows  # noqa: E402
-from rayft.data.tokenize import Dropped, tokenize_segments  # noqa: E402
+from rayft.data.tokenize import Dropped, tokenize_formatted  # noqa: E402
 
 REPORT_JSON, REPORT_MD, LENGTHS_PNG = "data_report.json", "data_report.md", "token_lengths.png"
 _PUNCTUATION = re.compile(f"[{re.escape(string.punctuation)}]")
@@ -94,7 +94,7 @@ def build_report(
             normalised[normalise(text)] += 1
             if example.label is not None:
                 report.labels[example.label] = report.labels.get(example.label, 0) + 1
-            tokens = tokenize_segments(example.segments, tokenizer, data.max_length, data.overlength, append_eos=data.format != "chat")
+            tokens = tokenize_formatted(example, tokenizer, data)
             if isinstance(tokens, Dropped):
                 report.filtered[tokens.reason] = report.filtered.get(tokens.reason, 0) + 1
             else:

@@ -12,6 +12,9 @@ from typing import Literal
 
 from transformers import PreTrainedTokenizerBase
 
+from rayft.config import DataConfig
+from rayft.data.formats import FormattedExample
+
 IGNORE_INDEX = -100
 
 
@@ -82,3 +85,9 @@ def _truncate(pieces: list[tuple[list[int], bool]], excess: int) -> list[tuple[l
 def _encode(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
 
+
+
+def tokenize_formatted(example: FormattedExample, tokenizer: PreTrainedTokenizerBase, data: DataConfig) -> TokenizedExample | Dropped:
+    """Tokenize as configured. Chat templates end each assistant turn themselves; every other
+    format gets a trained EOS after its answer."""
+    return tokenize_segments(example.segments, tokenizer, data.max_length, data.overlength, append_eos=data.format != "chat")
