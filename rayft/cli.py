@@ -43,18 +43,16 @@ def _parser() -> argparse.ArgumentParser:
 
 def _data(args: argparse.Namespace) -> int:
     from rayft.data.preview import preview
-
-    config = load_config(args.config, args.overrides)
-    if args.data_command == "preview":
-        print("\n\n".join(preview(config, args.n)))
-        return 0
-    from rayft.data.pipeline import read_splits
-    from rayft.data.report import REPORT_MD, write_report
+    from rayft.data.report import report_for
     from rayft.models.loading import configured_tokenizer
 
+    config = load_config(args.config, args.overrides)
+    tokenizer = configured_tokenizer(config.model)
+    if args.data_command == "preview":
+        print("\n\n".join(preview(config, tokenizer, args.n)))
+        return 0
     out_dir = Path(args.out) if args.out else config.run_dir
-    write_report(config, read_splits(config, out_dir), configured_tokenizer(config.model), out_dir)
-    print((out_dir / REPORT_MD).read_text(), end="")
+    print(report_for(config, tokenizer, out_dir), end="")
     print(f"\nwritten to {out_dir}")
     return 0
 

@@ -13,7 +13,6 @@ from rayft.data.formats import format_record
 from rayft.data.pipeline import read_splits
 from rayft.data.split import TRAIN
 from rayft.data.tokenize import IGNORE_INDEX, Dropped, tokenize_formatted
-from rayft.models.loading import configured_tokenizer
 
 TRAINED_START, TRAINED_END = "[[", "]]"
 
@@ -30,9 +29,8 @@ def render_tokens(input_ids: list[int], labels: list[int], tokenizer: PreTrained
     return "".join(parts)
 
 
-def preview(config: ExperimentConfig, count: int) -> list[str]:
+def preview(config: ExperimentConfig, tokenizer: PreTrainedTokenizerBase, count: int) -> list[str]:
     """The first `count` training rows, formatted and tokenized as training would."""
-    tokenizer = configured_tokenizer(config.model)
     data = config.data
     with tempfile.TemporaryDirectory() as scratch:
         rows = read_splits(config, Path(scratch)).by_split[TRAIN][:count]

@@ -23,7 +23,7 @@ from transformers import PreTrainedTokenizerBase  # noqa: E402
 from rayft.config import ExperimentConfig  # noqa: E402
 from rayft.data.formats import format_record  # noqa: E402
 from rayft.data.packing import packing_stats  # noqa: E402
-from rayft.data.pipeline import SplitRows  # noqa: E402
+from rayft.data.pipeline import SplitRows, read_splits  # noqa: E402
 from rayft.data.tokenize import Dropped, tokenize_formatted  # noqa: E402
 
 REPORT_JSON, REPORT_MD, LENGTHS_PNG = "data_report.json", "data_report.md", "token_lengths.png"
@@ -162,3 +162,8 @@ def write_report(config: ExperimentConfig, split_rows: SplitRows, tokenizer: Pre
     plot_lengths(lengths, config.data.max_length, out_dir / LENGTHS_PNG)
     return report
 
+
+
+def report_for(config: ExperimentConfig, tokenizer: PreTrainedTokenizerBase, out_dir: Path) -> str:
+    """`rayft data report`: read and split as a run would, write the report into out_dir, return its markdown."""
+    return render_markdown(write_report(config, read_splits(config, out_dir), tokenizer, out_dir))
