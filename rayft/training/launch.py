@@ -20,7 +20,7 @@ from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, Sc
 from ray.train.torch import TorchTrainer
 
 from rayft.config import ConfigError, ExperimentConfig, config_from_dict, load_config, to_yaml
-from rayft.data.pipeline import check_data_paths, read_splits, tokenize_splits
+from rayft.data.pipeline import check_data_paths, prepare_datasets
 from rayft.data.report import write_report
 from rayft.models.loading import load_tokenizer, resolve_base_model, tokenizer_source
 from rayft.tracking.metrics_log import METRICS_FILE, read_metrics
@@ -180,21 +180,18 @@ def _train_one(config: ExperimentConfig, address: str | None, resume: bool) -> T
     check_data_paths(config.data)
     base_model = resolve_base_model(config.model, run_dir)
     tokenizer_path = tokenizer_source(config.model, base_model)
-    tokenizer = load_tokenizer(tokenizer_path, config.model.trust_remote_code)
-    split_rows = read_splits(config, run_dir)
-    write_report(config, split_rows, tokenizer, run_dir)
+    load_tokenizer(tokenizer_path, config.model.trust_remote_code)  # fails fast, before Ray, on a bad tokenizer
 
     ensure_ray(address, config.scaling.num_workers * config.scaling.cpus_per_worker + 1)
-    prepared = tokenize_splits(split_rows, config, tokenizer_path, run_dir)
-    datasets = {"train": prepared.train}
-    if prepared.validation is not None:
-        datasets["validation"] = prepared.validation
+    prepared = prepare_datasets(config, tokenizer_path, run_dir)
+    write_report(config, prepared.counts, prepared.stats, run_dir)
+    datasets = {name: prepared.datasets[name] for name in ("train", "validation") if name in prepared.datasets}
     settings = LoopSettings(
         experiment=config.model_dump(mode="json"),
         base_model=base_model,
         tokenizer=tokenizer_path,
         run_dir=str(run_dir),
-        has_validation=prepared.validation is not None,
+        has_validation="validation" in datasets,
         fail_at_step=int(os.environ.get(FAIL_AT_STEP_ENV, "0")),
     )
     try:
