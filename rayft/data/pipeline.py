@@ -289,9 +289,10 @@ def prepare_datasets(config: ExperimentConfig, tokenizer_path: str, run_dir: Pat
 
             rows = augment_train(rows.select_columns(AUGMENT_INPUT_COLUMNS), data, data.split.seed)
         tokenized = rows.map_batches(_TokenizeBatch(tokenizer_path, data), batch_format="pandas").materialize()
-        split_stats = tokenized.select_columns(["source", "line", "copy", "augmented", *STAT_COLUMNS]).to_pandas().assign(split=name)
-        dropped = split_stats[split_stats["drop_reason"] != ""].sort_values(["source", "line"])
-        _fail_on_overlength(dropped, data)
+        split_stats = tokenized.select_columns(["copy", "augmented", *STAT_COLUMNS]).to_pandas().assign(split=name)
+        dropped = split_stats[split_stats["drop_reason"] != ""]
+        if data.overlength == "error" and dropped["drop_reason"].str.startswith("overlength").any():
+            _fail_on_overlength(tokenized)
         original = dropped[dropped["copy"] == 0]
         filtered.update(reason.partition(":")[0] for reason in original["drop_reason"])
         datasets[name] = _kept(tokenized)
@@ -305,14 +306,14 @@ def _in_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda row: (row["file_index"], row["line"]))
 
 
-def _fail_on_overlength(dropped: pd.DataFrame, data: DataConfig) -> None:
-    overlong = dropped[dropped["drop_reason"].str.startswith("overlength")]
-    if not overlong.empty and data.overlength == "error":
-        first = overlong.iloc[0]
-        raise DataError(
-            f"{first['source']}:{first['line']}: {first['drop_reason']} (data.overlength is 'error'; "
-            "raise data.max_length or choose drop/truncate)"
-        )
+def _fail_on_overlength(tokenized: ray.data.Dataset) -> None:
+    """data.overlength is 'error': name the first over-long row by file and line."""
+    overlong = tokenized.filter(lambda row: row["drop_reason"].startswith("overlength"))
+    first = min(overlong.select_columns(["source", "line", "drop_reason"]).take_all(), key=lambda row: (row["source"], row["line"]))
+    raise DataError(
+        f"{first['source']}:{first['line']}: {first['drop_reason']} (data.overlength is 'error'; "
+        "raise data.max_length or choose drop/truncate)"
+    )
 
 
 def _kept(tokenized: ray.data.Dataset) -> ray.data.Dataset:

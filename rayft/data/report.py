@@ -86,7 +86,7 @@ def build_report(config: ExperimentConfig, counts: DataCounts, stats: pd.DataFra
     for name in ("train", "validation", "test"):
         frame = stats[(stats["split"] == name) & (stats["copy"] == 0)]
         kept = frame[frame["drop_reason"] == ""]
-        formatted = frame[frame["text_hash"] != ""]
+        formatted = frame[frame["text_hash"] != 0]
         empty = Counter(role for roles in frame["empty_roles"] if roles for role in roles.split(","))
         labels = frame.loc[frame["label"] != "", "label"].value_counts()
         filtered = Counter(reason.partition(":")[0] for reason in frame.loc[frame["drop_reason"] != "", "drop_reason"])

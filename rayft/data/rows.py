@@ -86,8 +86,9 @@ def normalise(text: str) -> str:
     return " ".join(_PUNCTUATION.sub(" ", text.lower()).split())
 
 
-def _digest(text: str) -> str:
-    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+def _digest(text: str) -> int:
+    """A 63-bit fingerprint (never 0, which marks 'no text'): 8 bytes a row in the driver's stats."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little") >> 1 or 1
 
 
 FEATURE_COLUMNS = ["input_ids", "labels", "prompt_len", "reference", "drop_reason", "text_hash", "norm_hash", "label", "empty_roles", "length"]
@@ -96,14 +97,15 @@ STAT_COLUMNS = ["text_hash", "norm_hash", "label", "empty_roles", "length", "dro
 
 
 def row_features(record_json: str, data: DataConfig, tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
-    """Tokens and labels for training, and the report's facts (hashes of the exact and normalised
-    text, label, empty optional roles, token length, why the row cannot train)."""
+    """Tokens and labels for training, and the report's facts (fingerprints of the exact and
+    normalised text, 0 when the row could not be formatted; label, empty optional roles, token
+    length, why the row cannot train)."""
     record = json.loads(record_json)
     optional = [role for role, required in data.task.roles.items() if not required]
     empty = [role for role in optional if _is_empty(record.get(data.column(role)))]
     out: dict[str, Any] = {
-        "input_ids": [], "labels": [], "prompt_len": 0, "reference": "", "drop_reason": "", "text_hash": "",
-        "norm_hash": "", "label": "", "empty_roles": ",".join(empty), "length": 0,
+        "input_ids": [], "labels": [], "prompt_len": 0, "reference": "", "drop_reason": "", "text_hash": 0,
+        "norm_hash": 0, "label": "", "empty_roles": ",".join(empty), "length": 0,
     }
     try:
         example = format_record(record, data, tokenizer)

@@ -6,7 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from rayft.config import config_from_dict
+from rayft.data.readers import DataError
 from rayft.data.pipeline import QUARANTINE_FILE, SUMMARY_FILE, prepare_datasets, read_splits
 from rayft.models.loading import resolve_base_model, tokenizer_source
 from tests.conftest import QUICKSTART_DATA, S3_BUCKET, put_s3, tiny_experiment, write_jsonl
@@ -43,3 +46,14 @@ def test_ray_pipeline_matches_the_in_process_reader_on_local_and_s3_data(s3, tmp
         assert set(orders) <= expected_orders and len(expected_orders) - len(orders) == len(dropped)
     assert set(prepared.datasets) == {"train", "validation", "test"}
     assert counts.filtered.get("overlength", 0) > 0  # max_length 66 cuts some rows: counted, not lost
+
+
+def test_overlength_error_names_the_first_long_row(tmp_path: Path) -> None:
+    rows = [{"instruction": "short", "output": "ok"}] * 5 + [{"instruction": "long " * 40, "output": "x"}] * 2
+    config = config_from_dict(tiny_experiment(
+        tmp_path, data={"train": str(write_jsonl(tmp_path / "d.jsonl", rows)), "max_length": 60, "overlength": "error", "split": {"val": 0.0}},
+    ))
+    run_dir = tmp_path / "run"
+    tokenizer_path = tokenizer_source(config.model, resolve_base_model(config.model, run_dir))
+    with pytest.raises(DataError, match=rf"d\.jsonl:6: overlength: \d+ tokens > max_length 60 \(data.overlength is 'error'"):
+        prepare_datasets(config, tokenizer_path, run_dir)
