@@ -386,6 +386,17 @@ class BudgetSection(_Section):
     )
 
 
+class BatchSizeSearch(_Section):
+    max: int = Field(256, ge=1, description="Largest per-worker batch size tried.")
+    memory_gb: float | None = Field(
+        None, gt=0,
+        description=(
+            "CPU: a batch fits when a worker's peak memory stays below this (a CPU cannot report running "
+            "out of memory; the process is killed). GPU: unset, the device's own limit decides."
+        ),
+    )
+
+
 class TuneSection(_Section):
     num_samples: int = Field(8, ge=1, description="Trials to run (with grid search: repeats of the grid).")
     metric: str = Field("eval_loss", description="Reported metric the search optimises.")
@@ -398,6 +409,16 @@ class TuneSection(_Section):
         None, ge=1, description="Trials at once; default: as many as the cluster's CPUs (or GPUs) fit."
     )
     budget: BudgetSection = Field(default_factory=BudgetSection)
+    batch_size_search: BatchSizeSearch | None = Field(
+        None, description="Before the sweep, find the largest per-worker train.batch_size that fits; every trial uses it."
+    )
+
+    @field_validator("batch_size_search")
+    @classmethod
+    def _batch_size_found_or_searched(cls, value: BatchSizeSearch | None, info: ValidationInfo) -> BatchSizeSearch | None:
+        if value is not None and "train.batch_size" in (info.data.get("space") or {}):
+            raise ValueError("sets train.batch_size for every trial; remove train.batch_size from tune.space")
+        return value
 
     @field_validator("space")
     @classmethod

@@ -28,6 +28,7 @@ from rayft.models.loading import load_tokenizer, resolve_base_model, tokenizer_s
 from rayft.training.cluster import ensure_ray
 from rayft.training.launch import CONFIG_FILE, as_config, build_trainer
 from rayft.training.loop import LoopSettings
+from rayft.tune.batch_size import find_batch_size
 from rayft.tune.budget import BudgetStopper
 from rayft.tune.report import SWEEP_JSON, TrialRow, summarise_trials, write_sweep_report
 from rayft.tune.space import OptunaSpace, tune_space
@@ -136,6 +137,12 @@ def sweep(
     tokenizer_path = tokenizer_source(config.model, base_model)
     load_tokenizer(tokenizer_path, config.model.trust_remote_code)
     ensure_ray(address, trial_cpus(config), dashboard=True)  # Train inside Tune trials needs the dashboard
+    if section.batch_size_search is not None:
+        found = find_batch_size(config, base_model)
+        if found == 0:
+            raise ConfigError(f"tune.batch_size_search: not even a batch of 1 fits at data.max_length {config.data.max_length}")
+        config = config_from_dict(config.model_dump(mode="json"), [f"train.batch_size={found}"])
+        (sweep_dir / CONFIG_FILE).write_text(to_yaml(config))
     prepared = prepare_datasets(config, tokenizer_path, sweep_dir)
     write_report(config, prepared.counts, prepared.stats, sweep_dir)
     datasets = {name: prepared.datasets[name] for name in ("train", "validation") if name in prepared.datasets}

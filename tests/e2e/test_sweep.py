@@ -28,6 +28,7 @@ SWEEP = [
     "tune.scheduler={type: asha, time_attr: training_iteration, grace_period: 2, reduction_factor: 2}",
     "train.max_steps=12", "train.eval_steps=3", "train.save_steps=6", "train.logging_steps=1",
     "model.tiny.hidden=32", "eval.metrics=[perplexity]",
+    "scaling.cpus_per_worker=0.5",  # a trial (1 CPU) and its 2 workers fit a 2-CPU Ray: trials run one at a time
 ]
 
 
@@ -79,3 +80,5 @@ def test_sweep_early_stops_survives_a_killed_driver_and_reports_a_nan_trial(tmp_
     assert (Path(result["best_checkpoint"]) / "rayft_checkpoint.json").is_file()
     assert yaml.safe_load((sweep_dir / "best_config.yaml").read_text())["name"] == "quickstart-sweep-best"
     assert "| trial | status | stop reason |" in done.stdout
+    # Early-stopped trials gave their workers back: the next trial started on the same 2 CPUs.
+    assert "Logical resource usage: 2.0/2 CPUs" in done.stdout + done.stderr

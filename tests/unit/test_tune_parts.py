@@ -117,3 +117,22 @@ def test_report_study_plots_and_table_from_a_trial_table(tmp_path: Path) -> None
     assert header == "| trial | status | stop reason | train.lr | method.r | method.type | train.batch_size | best eval_loss | steps | evals | wall s | worker-h |"
     assert "| t3 | ERROR | failed: NaN/inf loss | 0.01 | 2 | lora | 2 | - | 1 | 0 | 5 | 0.0028 |" in table
     assert "| t2 | TERMINATED | stopped early by the scheduler | 0.0001 | - | full | 8 | 3.0000 | 3 | 2 | 10 | 0.0056 |" in table
+
+
+@pytest.mark.parametrize(("limit", "upper", "expected"), [(37, 256, 37), (1, 8, 1), (0, 8, 0), (500, 64, 64), (64, 64, 64)])
+def test_batch_size_search_finds_the_largest_size_that_fits(limit: int, upper: int, expected: int) -> None:
+    from rayft.tune.batch_size import search_largest
+
+    tried: list[int] = []
+
+    def fits(size: int) -> bool:
+        tried.append(size)
+        return size <= limit
+
+    assert search_largest(fits, upper) == expected
+    assert len(tried) <= 2 * upper.bit_length() + 1  # doubling, then bisection
+
+
+def test_batch_size_search_excludes_searching_the_batch_size(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="tune.batch_size_search: sets train.batch_size for every trial"):
+        _config(tmp_path, {"train.batch_size": {"choice": [4, 8]}}, batch_size_search={"max": 16})
