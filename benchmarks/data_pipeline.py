@@ -142,7 +142,7 @@ def measure_throughput(data_path: Path, processes: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rows", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--rows", type=int, nargs="*", default=[10_000, 100_000], help="sizes for the memory part (none: skip it)")
     parser.add_argument("--throughput-rows", type=int, default=20_000)
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
@@ -151,7 +151,7 @@ def main() -> None:
         measure_memory(*args.child)
         return
     with tempfile.TemporaryDirectory() as scratch:
-        print("peak driver RSS above baseline (MB):")
+        print("peak driver RSS above baseline (MB):" if args.rows else "memory part skipped")
         for n in args.rows:
             path = write_rows(Path(scratch) / f"rows{n}.jsonl", n)
             for mode in ("ray", "in_process"):
