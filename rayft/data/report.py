@@ -56,6 +56,8 @@ class DataReport:
     """Rows of validation/test whose normalised text also appears in train (leakage)."""
     packing: dict[str, float] | None = None
     """With data.packing: training examples, packed sequences and efficiency (real tokens / slots)."""
+    augmentation: dict[str, dict[str, int]] | None = None
+    """With data.augment: rows added and discarded per op (rayft.data.augment.augmentation_counts)."""
 
 
 def _length_summary(lengths: list[int]) -> dict[str, float]:
@@ -151,6 +153,9 @@ def render_markdown(report: DataReport) -> str:
     if report.packing:
         p = report.packing
         lines += ["", f"Packing: {p['examples']:.0f} training examples into {p['sequences']:.0f} sequences, efficiency {p['efficiency']:.1%}"]
+    if report.augmentation:
+        lines += ["", "## Augmentation (training split)", "", "| op | rows added | copies discarded (unchanged) |", "|---|---:|---:|"]
+        lines += [f"| {op} | {c['added']} | {c['discarded']} |" for op, c in report.augmentation.items()]
     return "\n".join(lines) + "\n"
 
 

@@ -54,7 +54,7 @@ def _combination(slots: dict[str, list[str]], names: list[str], index: int) -> d
     for name in reversed(names):
         index, position = divmod(index, len(slots[name]))
         values[name] = slots[name][position]
-    return values
+    return {name: values[name] for name in names}
 
 
 def template_rows(spec: TemplateOp, op_index: int, label: str, data: DataConfig, seed: int) -> list[dict[str, Any]]:
