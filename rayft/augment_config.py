@@ -9,7 +9,7 @@ rayft.data.augment.check_augment.
 from __future__ import annotations
 
 import string
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Annotated, Any, Literal, NoReturn
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -266,7 +266,10 @@ def check_augment_specs(specs: list[Any], roles: dict[str, bool], columns: Mappi
         raise ValidationError.from_exception_data("augment", errors)
 
 
-def _check_template(index: int, spec: TemplateOp, roles: dict[str, bool], columns: Mapping[str, str], error: Any) -> None:
+ErrorSink = Callable[[tuple[str | int, ...], str, Any], None]
+
+
+def _check_template(index: int, spec: TemplateOp, roles: dict[str, bool], columns: Mapping[str, str], error: ErrorSink) -> None:
     """Every required column is generated and can never come out empty."""
     blank_slots = {name for name, values in spec.slots.items() if any(not v.strip() for v in values)}
     for role, required in roles.items():

@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 
 from rayft.augment_config import TemplateOp
-from rayft.config import ConfigError, DataConfig, config_from_dict
+from rayft.config import ConfigError, DataConfig, config_from_dict, load_config
 from rayft.data.augment import check_augment
 from rayft.data.augment.noise import replace_synonyms, word_dropout, word_swap
 from rayft.data.augment.rows import chosen, copy_offsets, field_texts, op_labels, row_rng, target_columns, with_texts
 from rayft.data.augment.template import slot_values, template_rows
 from rayft.data.formats import validate_record
 from rayft.data.report import DataReport, render_markdown
-from tests.conftest import tiny_experiment
+from tests.conftest import REPO, tiny_experiment
 
 TEXT = "The quick brown fox\njumps over  the lazy dog."
 SYNONYMS = {"quick": ["fast", "speedy"], "dog": ["hound"]}
@@ -172,3 +172,9 @@ def test_report_renders_augmentation_counts() -> None:
     assert "## Augmentation (training split)" in markdown
     assert "| word_swap | 20 | 0 |" in markdown and "| paraphrase | 3 | 7 |" in markdown
     assert "Augmentation" not in render_markdown(DataReport(read=10, quarantined={}, max_length=64, splits={}, overlap_with_train={}))
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "experiments").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_augmentation_passes_the_driver_checks(path: Path) -> None:
+    config = load_config(path)
+    check_augment(config.data, config.data.split.seed)

@@ -12,6 +12,7 @@ same rows whatever the block layout.
 
 Token noise runs as tasks, paraphrase as an actor pool (the model loads once per actor), one
 after the other on the same stream; template rows are made in the driver and appended.
+Materialize the result before Ray Train workers take the CPUs: the actors need theirs.
 """
 
 from __future__ import annotations
