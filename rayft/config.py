@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from rayft.augment_config import AUGMENT_OPS, AugmentSpec, check_augment_specs
+
 
 class UserInputError(ValueError):
     """A problem in what the user gave (config, data, model path): reported in one line, exit 2."""
@@ -225,6 +227,13 @@ class DataConfig(_Section):
     )
     split: SplitConfig = Field(default_factory=SplitConfig)
     kfold: KFoldConfig | None = Field(None, description="k-fold cross-validation instead of split.val.")
+    augment: list[AugmentSpec] = Field(
+        default_factory=list,
+        description=(
+            "Augmentation of the training split only, one entry per op (see rayft/augment_config.py): "
+            "word_dropout, word_swap, synonym, paraphrase, template. Augmented rows are marked and counted."
+        ),
+    )
 
     @field_validator("train", "validation")
     @classmethod
@@ -269,6 +278,11 @@ class DataConfig(_Section):
     def _kfold_owns_validation(self) -> DataConfig:
         if self.kfold is not None and self.validation is not None:
             raise ValueError("kfold: the folds are the validation splits; remove data.validation or data.kfold")
+        return self
+
+    @model_validator(mode="after")
+    def _augment_fits_format(self) -> DataConfig:
+        check_augment_specs(self.augment, self.task.roles, self.fields)
         return self
 
     @property
@@ -519,7 +533,8 @@ def with_params(raw: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
 def _format_validation_error(err: ValidationError) -> str:
     lines = []
     for problem in err.errors():
-        key = ".".join(str(part) for part in problem["loc"] if not _is_union_tag(part)) or "<root>"
+        loc = problem["loc"]
+        key = ".".join(str(part) for i, part in enumerate(loc) if not _is_union_tag(loc, i)) or "<root>"
         message = problem["msg"].removeprefix("Value error, ")
         if problem["type"] == "extra_forbidden":
             message = "unknown key"
@@ -532,9 +547,13 @@ def _format_validation_error(err: ValidationError) -> str:
 _METHOD_TAGS = {method.model_fields["type"].default for method in (FullMethod, LoraMethod)}
 
 
-def _is_union_tag(part: object) -> bool:
-    """pydantic puts the discriminator value (e.g. 'lora') into error locations; hide it."""
-    return part in _METHOD_TAGS
+def _is_union_tag(loc: tuple[int | str, ...], index: int) -> bool:
+    """pydantic puts the discriminator value (e.g. 'lora', 'word_dropout') into error locations; hide it.
+    The place decides (a field may share a tag's name, e.g. data.template)."""
+    before = loc[index - 1] if index else None
+    return (before == "method" and loc[index] in _METHOD_TAGS) or (
+        isinstance(before, int) and index >= 2 and loc[index - 2] == "augment" and loc[index] in AUGMENT_OPS
+    )
 
 
 def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None) -> ExperimentConfig:
