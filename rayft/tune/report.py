@@ -59,10 +59,11 @@ def summarise_trials(grid: Any, section: TuneSection, num_workers: int, budget_s
         last = result.metrics or {}
         params = {k: v for k, v in (result.config or {}).items() if v is not None}
         trial_id = str(last.get("trial_id") or Path(result.path).name)
-        best_metric, best_checkpoint, steps, evaluations, wall = None, None, 0, 0, 0.0
+        best_metric, best_checkpoint, steps, evaluations, wall, planned = None, None, 0, 0, 0.0, None
         if history is not None and not history.empty:
             wall = float(history["time_total_s"].max())
             steps = int(history["step"].max()) if "step" in history else 0
+            planned = int(history["max_steps"].max()) if "max_steps" in history else None  # reported at step 0
             if section.metric in history:
                 scored = history[history[section.metric].notna()]
                 evaluations = len(scored)
@@ -77,7 +78,7 @@ def summarise_trials(grid: Any, section: TuneSection, num_workers: int, budget_s
         if result.error is not None:
             status, reason = "ERROR", failure_reason(result.error)
             best_metric = None  # a failed trial never counts as the best
-        elif last.get("done"):
+        elif planned is not None and steps >= planned:  # Tune's `done` flag is set on scheduler stops too
             status, reason = "TERMINATED", COMPLETED
         elif budget_stop is not None and float(last.get("timestamp", 0)) >= budget_stop["time"] - 60:
             status, reason = "TERMINATED", BUDGET
