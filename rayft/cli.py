@@ -28,6 +28,14 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.lr=1e-4")
     train.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     train.add_argument("--resume", action="store_true", help="continue the run named by the config")
+    evaluate = commands.add_parser("eval", help="evaluate a checkpoint (or the base model) on a split, on Ray")
+    evaluate.add_argument("config", help="experiment YAML (names the run and its data)")
+    evaluate.add_argument("overrides", nargs="*", help="dotted key=value overrides")
+    which = evaluate.add_mutually_exclusive_group()
+    which.add_argument("--checkpoint", default="best", help="best, last (from the run's result.json) or a checkpoint path (default best)")
+    which.add_argument("--base", action="store_true", help="evaluate the base model, before fine-tuning")
+    evaluate.add_argument("--split", default="validation", choices=["validation", "test", "train"], help="split to evaluate (default validation)")
+    evaluate.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     data = commands.add_parser("data", help="look at the data as training will see it")
     data_commands = data.add_subparsers(dest="data_command", required=True)
     preview = data_commands.add_parser("preview", help="show formatted training examples, trained part in [[ ]]")
@@ -77,6 +85,23 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval(args: argparse.Namespace) -> int:
+    if not (args.address or os.environ.get("RAY_ADDRESS")):
+        keep_embedded_ray_on_loopback()
+    config = load_config(args.config, args.overrides)
+    from rayft.tracking.eval_report import render_markdown
+    from rayft.training.evaluation import EvaluationFailed, evaluate
+
+    try:
+        report = evaluate(config, checkpoint=None if args.base else args.checkpoint, split=args.split, address=args.address)
+    except EvaluationFailed as err:
+        print(f"rayft: {err}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(render_markdown(report))
+    print("written: " + ", ".join(report.files.values()))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     # Overrides may come before or after options (`train cfg --resume lr=1` and `train cfg lr=1 --resume`).
@@ -87,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         args.overrides = [*args.overrides, *extra]
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    handlers = {"validate": _validate, "train": _train, "data": _data}
+    handlers = {"validate": _validate, "train": _train, "data": _data, "eval": _eval}
     try:
         return handlers[args.command](args)
     except UserInputError as err:

@@ -42,6 +42,7 @@ class PreparedData:
     train: ray.data.Dataset
     validation: ray.data.Dataset | None
     counts: DataCounts
+    test: ray.data.Dataset | None = None
 
 
 @dataclass
@@ -130,13 +131,15 @@ class _TokenizeBatch:
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         tokenizer = _cached_tokenizer(self.tokenizer_path)
-        columns: dict[str, list[Any]] = {"input_ids": [], "labels": [], "prompt_len": [], "reference": [], "drop_reason": []}
+        columns: dict[str, list[Any]] = {
+            "input_ids": [], "labels": [], "prompt_len": [], "reference": [], "alternatives": [], "drop_reason": [],
+        }
         for record in batch["record"]:
             result: Any
-            reference = ""
+            reference, alternatives = "", []
             try:
                 example = format_record(json.loads(record), self.data, tokenizer)
-                reference = example.reference
+                reference, alternatives = example.reference, list(example.alternatives)
                 result = tokenize_formatted(example, tokenizer, self.data)
             except ValueError as err:  # a chat template that cannot be split into turns
                 result = Dropped("unformattable", str(err))
@@ -145,6 +148,7 @@ class _TokenizeBatch:
             columns["labels"].append([] if dropped else result.labels)
             columns["prompt_len"].append(0 if dropped else result.prompt_len)
             columns["reference"].append(reference)
+            columns["alternatives"].append(json.dumps(alternatives))  # JSON: empty lists have no Arrow type
             columns["drop_reason"].append(f"{result.reason}: {result.detail}" if dropped else "")
         return batch.assign(**columns)
 
@@ -159,7 +163,7 @@ def _filtered_rows(dataset: ray.data.Dataset) -> list[dict[str, Any]]:
 
 
 def _kept(dataset: ray.data.Dataset) -> ray.data.Dataset:
-    columns = ["idx", "input_ids", "labels", "prompt_len", "reference"]
+    columns = ["idx", "input_ids", "labels", "prompt_len", "reference", "alternatives"]
     kept = dataset.filter(lambda row: row["drop_reason"] == "").select_columns(columns).materialize()
     # Workers read these materialized blocks in milliseconds; a progress bar per read is noise.
     kept.context.enable_progress_bars = False
@@ -265,4 +269,50 @@ def tokenize_splits(split_rows: SplitRows, config: ExperimentConfig, tokenizer_p
     (run_dir / SUMMARY_FILE).write_text(json.dumps(asdict(counts), indent=2) + "\n")
     if counts.splits.get(TRAIN, 0) == 0:
         raise DataError(f"data.train: no training rows left after filtering ({counts.filtered}); see {run_dir / SUMMARY_FILE}")
-    return PreparedData(train=datasets[TRAIN], validation=datasets.get(VAL), counts=counts)
+    return PreparedData(train=datasets[TRAIN], validation=datasets.get(VAL), counts=counts, test=datasets.get(TEST))
+
+
+def tokenize_rows(rows: list[dict[str, Any]], data: DataConfig, tokenizer_path: str) -> ray.data.Dataset:
+    """One split's rows tokenized as training tokenizes them, unusable rows left out
+    (for evaluation: the counts were taken when the run trained)."""
+    return _kept(_tokenize(rows, tokenizer_path, data))
+
+
+GENERAL_QUARANTINE_FILE = "general_quarantine.jsonl"
+
+
+def general_data_config(config: ExperimentConfig) -> DataConfig | None:
+    """eval.general read as its own format, with the task's max_length; long rows are truncated
+    (a general set is there to be scored, not trained on)."""
+    general = config.eval.general
+    if general is None:
+        return None
+    return DataConfig(
+        train=general.files, format=general.format, fields=general.fields, max_length=config.data.max_length,
+        overlength="truncate", max_bad_fraction=config.data.max_bad_fraction,
+    )
+
+
+def read_general(config: ExperimentConfig, run_dir: Path) -> list[dict[str, Any]]:
+    """Validated rows of the forgetting monitor's general set (eval.general); bad rows go to
+    general_quarantine.jsonl, and too many of them stop the run like bad training data."""
+    data = general_data_config(config)
+    if data is None:
+        return []
+    result = _read_and_validate(data.train, "eval.general.files", data)
+    quarantine = run_dir / GENERAL_QUARANTINE_FILE
+    run_dir.mkdir(parents=True, exist_ok=True)
+    quarantine.write_text("".join(json.dumps(p.as_dict(), ensure_ascii=False) + "\n" for p in result.problems))
+    _check_usable(result, "eval.general.files", data, quarantine)
+    for index, row in enumerate(result.rows):
+        row["idx"] = index
+    return result.rows
+
+
+def label_set(rows: list[dict[str, Any]], data: DataConfig) -> list[str] | None:
+    """Sorted distinct labels of the (training) rows of a classification task; None for other formats.
+    A pure function of the split, so training and `rayft eval` agree on it."""
+    if data.format != "classification":
+        return None
+    column = data.column("label")
+    return sorted({str(json.loads(row["record"])[column]).strip() for row in rows})
