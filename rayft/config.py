@@ -430,6 +430,13 @@ class EvalConfig(_Section):
     )
     metric_for_best: str = Field("eval_loss", description="Reported metric that ranks checkpoints.")
     mode: Literal["min", "max"] = Field("min", description="Whether lower or higher metric_for_best is better.")
+    test_at_end: bool = Field(
+        True,
+        description=(
+            "When the data has a test split, evaluate the best checkpoint on it once after training "
+            "(a short second Ray Train run; the result goes to result.json and eval_test.json/.md)."
+        ),
+    )
 
     @field_validator("metrics")
     @classmethod

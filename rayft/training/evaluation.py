@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -38,8 +39,10 @@ from rayft.models.methods import apply_method
 from rayft.tracking.eval_report import EvalReport, write_eval_report
 from rayft.training.checkpoint import MODEL_DIR, IncompleteCheckpointError, load_trained_weights, read_marker
 from rayft.training.cluster import ensure_ray
+from rayft.training.loop import _quiet_report_logging as quiet_report_logging  # the same Train log noise
 
 RESULT_FILE = "result.json"
+OUTCOME_FILE = "outcome.json"
 SAMPLES = 10
 
 
@@ -68,6 +71,7 @@ def eval_loop_per_worker(settings: dict[str, Any]) -> None:
     rank, world_size = context.get_world_rank(), context.get_world_size()
     if not config.scaling.use_gpu:
         torch.set_num_threads(max(1, int(config.scaling.cpus_per_worker)))  # as in training: same arithmetic
+    quiet_report_logging()
     tokenizer = load_tokenizer(run.tokenizer)
     model = load_causal_lm(run.base_model)
     if run.model_dir is not None:  # the module structure training saved from, then its weights
@@ -78,11 +82,16 @@ def eval_loop_per_worker(settings: dict[str, Any]) -> None:
     general = load_examples(ray.train.get_dataset_shard("general").iter_rows()) if run.has_general else []
     task = EvalTask.from_config(config, run.labels)
     outcome = evaluate_split(model, tokenizer, examples, task, config.train.batch_size, rank, world_size, general)
+    if rank != 0:  # identical outcome on every rank; rank 0 hands it over
+        ray.train.report({})
+        return
     payload: dict[str, Any] = {"metrics": outcome.metrics, "examples": len(examples)}
     if outcome.answers is not None:
-        payload["predictions"] = outcome.answers.predictions
-        payload["references"] = outcome.answers.references
-    ray.train.report(payload)
+        payload |= {"predictions": outcome.answers.predictions, "references": outcome.answers.references}
+    # Train v2 returns only metrics attached to checkpoints, so the outcome travels as a one-file checkpoint.
+    with tempfile.TemporaryDirectory(prefix="rayft-eval-") as directory:
+        (Path(directory) / OUTCOME_FILE).write_text(json.dumps(payload))
+        ray.train.report({}, checkpoint=ray.train.Checkpoint.from_directory(directory))
 
 
 def run_evaluation(
@@ -90,7 +99,7 @@ def run_evaluation(
 ) -> EvalReport:
     """Fit the eval-only TorchTrainer and turn rank 0's report into an EvalReport."""
     scaling = config.scaling
-    storage = Path(tempfile.mkdtemp(prefix="rayft-eval-"))  # Train's bookkeeping only; nothing is checkpointed
+    storage = config.run_dir / f".eval-{split}-{uuid.uuid4().hex[:8]}"  # where training's checkpoints go; removed after
     try:
         result = TorchTrainer(
             eval_loop_per_worker,
@@ -100,17 +109,21 @@ def run_evaluation(
                 use_gpu=scaling.use_gpu,
                 resources_per_worker={"CPU": scaling.cpus_per_worker, **({"GPU": 1} if scaling.use_gpu else {})},
             ),
-            run_config=RunConfig(name=f"{config.name}-eval-{split}", storage_path=str(storage)),
+            run_config=RunConfig(name="outcome", storage_path=str(storage)),
             datasets=datasets,
             dataset_config=DataConfig(datasets_to_split=[]),  # every rank takes its own stride, as in training
         ).fit()
+        if result.error is not None:
+            raise EvaluationFailed(f"evaluation failed: {result.error}") from result.error
+        assert result.checkpoint is not None, "rank 0 reports the outcome with a checkpoint"
+        with result.checkpoint.as_directory() as directory:
+            payload = json.loads((Path(directory) / OUTCOME_FILE).read_text())
+    except EvaluationFailed:
+        raise
     except Exception as err:
         raise EvaluationFailed(f"evaluation failed: {err}") from err
     finally:
         shutil.rmtree(storage, ignore_errors=True)
-    if result.error is not None:
-        raise EvaluationFailed(f"evaluation failed: {result.error}") from result.error
-    payload = result.metrics or {}
     predictions, references = payload.get("predictions"), payload.get("references")
     confusion = None
     if settings.labels is not None and predictions is not None:

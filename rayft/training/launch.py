@@ -247,7 +247,7 @@ def _train_one(config: ExperimentConfig, address: str | None, resume: bool) -> T
     )
     (run_dir / RESULT_FILE).write_text(json.dumps(asdict(summary), indent=2, default=str) + "\n")
     plot_loss_curves(records, run_dir / LOSS_PLOT_FILE, f"{config.name}: loss")
-    if prepared.test is not None and best is not None:
+    if config.eval.test_at_end and prepared.test is not None and best is not None:
         test_data = {"eval": prepared.test} | ({"general": datasets["general"]} if "general" in datasets else {})
         summary.test_metrics = _evaluate_test(config, base_model, tokenizer_path, best[0].path, test_data, labels, run_dir)
         (run_dir / RESULT_FILE).write_text(json.dumps(asdict(summary), indent=2, default=str) + "\n")
