@@ -25,7 +25,7 @@ from typing import Any
 import ray.train
 import ray.train.torch
 import torch
-from ray.train import DataConfig, RunConfig, ScalingConfig
+from ray.train import DataConfig, RunConfig
 from ray.train.torch import TorchTrainer
 
 from rayft.config import ExperimentConfig, UserInputError
@@ -38,7 +38,7 @@ from rayft.models.loading import load_causal_lm, load_tokenizer, resolve_base_mo
 from rayft.models.methods import apply_method
 from rayft.tracking.eval_report import EvalReport, write_eval_report
 from rayft.training.checkpoint import MODEL_DIR, IncompleteCheckpointError, load_trained_weights, read_marker
-from rayft.training.cluster import ensure_ray
+from rayft.training.cluster import ensure_ray, worker_scaling
 from rayft.training.loop import _quiet_report_logging as quiet_report_logging  # the same Train log noise
 
 RESULT_FILE = "result.json"
@@ -98,17 +98,12 @@ def run_evaluation(
     config: ExperimentConfig, settings: EvalSettings, datasets: dict[str, Any], split: str, model_name: str
 ) -> EvalReport:
     """Fit the eval-only TorchTrainer and turn rank 0's report into an EvalReport."""
-    scaling = config.scaling
     storage = config.run_dir / f".eval-{split}-{uuid.uuid4().hex[:8]}"  # where training's checkpoints go; removed after
     try:
         result = TorchTrainer(
             eval_loop_per_worker,
             train_loop_config=asdict(settings),
-            scaling_config=ScalingConfig(
-                num_workers=scaling.num_workers,
-                use_gpu=scaling.use_gpu,
-                resources_per_worker={"CPU": scaling.cpus_per_worker, **({"GPU": 1} if scaling.use_gpu else {})},
-            ),
+            scaling_config=worker_scaling(config.scaling),
             run_config=RunConfig(name="outcome", storage_path=str(storage)),
             datasets=datasets,
             dataset_config=DataConfig(datasets_to_split=[]),  # every rank takes its own stride, as in training
@@ -161,9 +156,8 @@ def checkpoint_model_dir(path: Path) -> Path:
     raise UserInputError(f"--checkpoint: {str(path)!r} is not a rayft checkpoint (no {MODEL_DIR}/) nor a saved model directory")
 
 
-def general_dataset(config: ExperimentConfig, tokenizer_path: str, run_dir: Path) -> Any | None:
-    """The forgetting monitor's general set (eval.general) tokenized, or None without one."""
-    rows = read_general(config, run_dir)
+def general_dataset(config: ExperimentConfig, rows: list[dict[str, Any]], tokenizer_path: str) -> Any | None:
+    """The forgetting monitor's general set (rows from read_general) tokenized, or None without one."""
     general_data = general_data_config(config)
     return tokenize_rows(rows, general_data, tokenizer_path) if rows and general_data is not None else None
 
@@ -181,18 +175,19 @@ def evaluate(
         raise UserInputError(f"--split: {split!r} is not one of {VAL}, {TEST}, {TRAIN}")
     model_dir = None if checkpoint is None else resolve_checkpoint(run_dir, checkpoint)
     check_data_paths(config.data)
-    base_model = resolve_base_model(config.model, run_dir)
-    tokenizer_path = tokenizer_source(config.model, base_model)
     with tempfile.TemporaryDirectory() as scratch:  # the run's quarantine and summary files stay as training wrote them
         split_rows = read_splits(config, Path(scratch))
     rows = split_rows.by_split[split]
     if not rows:
         key = {VAL: "data.split.val", TEST: "data.split.test"}.get(split, "data.train")
         raise UserInputError(f"--split {split}: the config gives this run no {split} rows ({key})")
+    general_rows = read_general(config, run_dir)
+    base_model = resolve_base_model(config.model, run_dir)
+    tokenizer_path = tokenizer_source(config.model, base_model)
     labels = label_set(split_rows.by_split[TRAIN], config.data)
     ensure_ray(address, config.scaling.num_workers * config.scaling.cpus_per_worker + 1)
     datasets = {"eval": tokenize_rows(rows, config.data, tokenizer_path)}
-    general = general_dataset(config, tokenizer_path, run_dir)
+    general = general_dataset(config, general_rows, tokenizer_path)
     if general is not None:
         datasets["general"] = general
     settings = EvalSettings(

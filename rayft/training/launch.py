@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig
 from ray.train.torch import TorchTrainer
 
 from rayft.config import ConfigError, ExperimentConfig, config_from_dict, load_config, to_yaml
-from rayft.data.pipeline import check_data_paths, label_set, read_splits, tokenize_splits
+from rayft.data.pipeline import check_data_paths, label_set, read_general, read_splits, tokenize_splits
 from rayft.data.split import TEST, TRAIN
 from rayft.data.report import write_report
 from rayft.models.loading import load_tokenizer, resolve_base_model, tokenizer_source
@@ -28,7 +28,7 @@ from rayft.tracking.metrics_log import METRICS_FILE, read_metrics
 from rayft.tracking.plots import plot_loss_curves
 from rayft.tracking.summary import SHOWN, before_after_table
 from rayft.training.checkpoint import MODEL_DIR
-from rayft.training.cluster import ensure_ray
+from rayft.training.cluster import ensure_ray, worker_scaling
 from rayft.training.evaluation import EvalSettings, general_dataset, run_evaluation
 from rayft.training.loop import FAIL_AT_STEP_ENV, LoopSettings, train_loop_per_worker
 from rayft.tracking.eval_report import write_eval_report
@@ -111,16 +111,11 @@ def prepare_run_dir(config: ExperimentConfig, resume: bool) -> Path:
 
 
 def _trainer(config: ExperimentConfig, settings: LoopSettings, datasets: dict[str, Any]) -> TorchTrainer:
-    scaling = config.scaling
     score = config.eval.metric_for_best if "validation" in datasets else None
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config=asdict(settings),
-        scaling_config=ScalingConfig(
-            num_workers=scaling.num_workers,
-            use_gpu=scaling.use_gpu,
-            resources_per_worker={"CPU": scaling.cpus_per_worker, **({"GPU": 1} if scaling.use_gpu else {})},
-        ),
+        scaling_config=worker_scaling(config.scaling),
         run_config=RunConfig(
             name=config.name,
             storage_path=str(config.run_dir.parent),
@@ -195,6 +190,7 @@ def _train_one(config: ExperimentConfig, address: str | None, resume: bool) -> T
     tokenizer_path = tokenizer_source(config.model, base_model)
     tokenizer = load_tokenizer(tokenizer_path, config.model.trust_remote_code)
     split_rows = read_splits(config, run_dir)
+    general_rows = read_general(config, run_dir)  # the forgetting monitor's set (eval.general), checked before Ray
     write_report(config, split_rows, tokenizer, run_dir)
 
     ensure_ray(address, config.scaling.num_workers * config.scaling.cpus_per_worker + 1)
@@ -202,7 +198,7 @@ def _train_one(config: ExperimentConfig, address: str | None, resume: bool) -> T
     datasets = {"train": prepared.train}
     if prepared.validation is not None:
         datasets["validation"] = prepared.validation
-        general = general_dataset(config, tokenizer_path, run_dir)
+        general = general_dataset(config, general_rows, tokenizer_path)
         if general is not None:
             datasets["general"] = general
     labels = label_set(split_rows.by_split[TRAIN], config.data)
