@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,19 @@ from rayft.training.loopback import keep_embedded_ray_on_loopback
 keep_embedded_ray_on_loopback()  # before anything imports Ray: every test cluster stays on 127.0.0.1
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+# An S3 API for tests (moto server on loopback, started by the `s3` fixture). The endpoint and the
+# fake credentials are set before Ray starts, so Ray workers inherit them as a user's cluster would.
+S3_ENDPOINT = f"http://127.0.0.1:{_free_port()}"
+S3_BUCKET = "rayft-test"
+os.environ.update(AWS_ENDPOINT_URL=S3_ENDPOINT, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART_DATA = REPO / "experiments" / "data" / "quickstart.jsonl"
@@ -51,3 +66,25 @@ def byte_tokenizer():
     from transformers import ByT5Tokenizer
 
     return ByT5Tokenizer()
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[Any]:
+    """A real S3 API (moto's server) on 127.0.0.1 with an empty bucket; yields a pyarrow
+    filesystem for putting test files there."""
+    import pyarrow.fs as pafs
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=int(S3_ENDPOINT.rsplit(":", 1)[1]), verbose=False)
+    server.start()
+    filesystem = pafs.S3FileSystem(endpoint_override=S3_ENDPOINT, allow_bucket_creation=True)
+    filesystem.create_dir(S3_BUCKET)
+    yield filesystem
+    server.stop()
+
+
+def put_s3(filesystem: Any, key: str, data: bytes) -> str:
+    """Upload `data` to the test bucket; returns its s3:// URI."""
+    with filesystem.open_output_stream(f"{S3_BUCKET}/{key}") as out:
+        out.write(data)
+    return f"s3://{S3_BUCKET}/{key}"

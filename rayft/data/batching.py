@@ -34,8 +34,8 @@ class Example:
 
 
 def load_examples(rows: Iterable[dict[str, Any]]) -> list[Example]:
-    """Examples in their stable `idx` order, whatever order the dataset streamed them in."""
-    ordered = sorted(rows, key=lambda row: int(row["idx"]))
+    """Examples in their stable `order` (file, line, copy), whatever order the dataset streamed them in."""
+    ordered = sorted(rows, key=lambda row: int(row["order"]))
     return [
         Example(
             input_ids=[int(t) for t in row["input_ids"]],

@@ -1,14 +1,21 @@
 """From configured files to tokenized Ray Datasets, with every row accounted for.
 
-read -> validate (bad rows quarantined with file and line) -> format -> split -> tokenize on
-Ray Data (rows too long or with nothing to train on are filtered, with reasons).
-Counts reconcile: read = kept + quarantined + filtered.
+read -> validate (bad rows quarantined with file and line) -> split -> augment (train only) ->
+format + tokenize (rows too long or with nothing to train are filtered, with reasons).
+Counts reconcile: read = kept + quarantined + filtered (augmented rows are counted apart).
+
+Two drivers over the per-row steps in rows.py:
+- `prepare_datasets` (training): Ray Data reads and validates the files (a task per file) and
+  formats and tokenizes each split; the driver only sees a small key table (file, line, split
+  keys) to assign splits and the report's per-row facts. Records never pass through the driver.
+- `read_splits` (previews, `rayft data report`, tests): the same steps in-process, without Ray.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -16,16 +23,20 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import ray
 import ray.data
 
 from rayft.config import DataConfig, ExperimentConfig
-from rayft.data.formats import format_record, validate_record
-from rayft.data.readers import DataError, RowProblem, expand_paths, read_rows
-from rayft.data.split import TEST, TRAIN, VAL, assign_folds, assign_splits, parse_time
-from rayft.data.tokenize import Dropped, tokenize_formatted
+from rayft.data.readers import DataError, expand_paths, read_rows
+from rayft.data.rows import KEY_COLUMNS, ROW_COLUMNS, STAT_COLUMNS, order_key, row_features, source_files, validated_rows
+from rayft.data.split import TEST, TRAIN, VAL, assign_folds, assign_splits
 
 QUARANTINE_FILE = "quarantine.jsonl"
 SUMMARY_FILE = "data_summary.json"
+MIXED_OUT = "mixed_out"
+SPLITS = (TRAIN, VAL, TEST)
+TRAINING_COLUMNS = ["order", "input_ids", "labels", "prompt_len", "reference", "alternatives"]
+AUGMENT_INPUT_COLUMNS = ["source", "line", "entry", "file_index", "copy", "record"]
 
 
 @dataclass
@@ -35,84 +46,194 @@ class DataCounts:
     quarantined: dict[str, int] = field(default_factory=dict)
     filtered: dict[str, int] = field(default_factory=dict)
     splits: dict[str, int] = field(default_factory=dict)
+    augmented: dict[str, int] = field(default_factory=dict)
+    """Rows made by each augmentation op (training split only); apart from `read`, which counts input rows."""
+    augmented_filtered: dict[str, int] = field(default_factory=dict)
+    """Of those, rows that could not train (e.g. too long), per op."""
+
+
+def check_data_paths(data: DataConfig) -> None:
+    """Fail in milliseconds, before Ray starts, on a missing or unsupported data file or on data
+    with no rows at all (reading stops at the first row; the full check runs on Ray)."""
+    specs = {"data.train": data.train} | ({"data.validation": data.validation} if data.validation else {})
+    for key, spec in specs.items():
+        paths = [path for pattern in ([spec] if isinstance(spec, str) else spec) for path in expand_paths(pattern, key)]
+        if not any(next(iter(read_rows(path)), None) is not None for path in paths):
+            raise DataError(f"{key}: the files hold no rows; add data or point {key} elsewhere")
+
+
+# ---------------------------------------------------------------------------- splits from keys
+
+
+def assign_split_names(keys: pd.DataFrame, data: DataConfig, carve_val: bool) -> pd.Series:
+    """The split of every good data.train row, from its keys alone (file_index, line, entry,
+    stratum, time). Keys are taken in (file, line) order, so the result does not depend on the
+    order Ray produced them in. Rows left out by weighted mixing get MIXED_OUT."""
+    keys = keys.sort_values(["file_index", "line"])
+    split = data.split
+    strata = keys["stratum"].tolist() if split.stratify_by else None
+    times = keys["time"].tolist() if split.time_column else None
+    labels = assign_splits(len(keys), split, carve_val=carve_val and data.kfold is None, strata=strata, times=times)
+    if data.kfold is not None:
+        if data.kfold.fold is None:
+            raise ValueError("data.kfold.fold must be chosen before splitting (rayft.train runs every fold)")
+        folds = assign_folds(labels, data.kfold, split.seed, strata)
+        labels = [TEST if label == TEST else VAL if fold == data.kfold.fold else TRAIN for label, fold in zip(labels, folds)]
+    names = pd.Series(labels, index=keys.index, dtype=object)
+    if data.weights is not None:
+        train_positions = np.flatnonzero(names.to_numpy() == TRAIN)
+        keep = mixed_keep(keys["entry"].to_numpy()[train_positions].tolist(), data.weights, split.seed)
+        left_out = np.setdiff1d(np.arange(len(train_positions)), keep)
+        names.iloc[train_positions[left_out]] = MIXED_OUT
+    return names
+
+
+def mixed_keep(entries: list[int], weights: list[float], seed: int) -> list[int]:
+    """Positions to keep so that the entries stand in the given proportions without repeating a
+    row: total = min(rows of entry i / share i); each entry keeps a seeded sample."""
+    shares = [w / sum(weights) for w in weights]
+    by_entry: dict[int, list[int]] = {i: [] for i in range(len(weights))}
+    for position, entry in enumerate(entries):
+        by_entry[entry].append(position)
+    empty = [i for i, members in by_entry.items() if not members]
+    if empty:
+        raise DataError(f"data.weights: data.train entry {empty[0]} has no training rows to mix in")
+    total = min(len(by_entry[i]) / share for i, share in enumerate(shares))
+    rng = np.random.default_rng(seed)
+    keep: list[int] = []
+    for i, share in enumerate(shares):
+        members = by_entry[i]
+        chosen = rng.choice(len(members), size=min(len(members), round(total * share)), replace=False)
+        keep += [members[c] for c in chosen]
+    return sorted(keep)
+
+
+# ---------------------------------------------------------------------------- accounting
+
+
+def _write_quarantine(problems: Iterable[dict[str, Any]], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as handle:
+        for row in problems:
+            entry = {"source": row["source"], "line": int(row["line"]), "reason": row["reason"], "detail": row["detail"], "raw": row["raw"]}
+            handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
+
+
+def _check_usable(keys: pd.DataFrame, first_problem: dict[str, Any] | None, key: str, data: DataConfig, quarantine: Path) -> None:
+    total = len(keys)
+    bad = int((keys["reason"] != "").sum())
+    if total == 0:
+        raise DataError(f"{key}: the files hold no rows; add data or point {key} elsewhere")
+    first = "" if first_problem is None else (
+        f"first: {first_problem['source']}:{first_problem['line']} {first_problem['reason']}: {first_problem['detail']}"
+    )
+    if bad == total:
+        raise DataError(f"{key}: all {total} rows are bad ({first}); see {quarantine}")
+    if bad / total > data.max_bad_fraction:
+        raise DataError(
+            f"{key}: {bad} of {total} rows are bad ({bad / total:.1%} > data.max_bad_fraction "
+            f"{data.max_bad_fraction}); {first}; see {quarantine}"
+        )
+
+
+def _first_problems(rows: Iterable[dict[str, Any]], n_train_files: int) -> dict[str, dict[str, Any]]:
+    """The first bad row of data.train and of data.validation (rows arrive in file, line order)."""
+    first: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        first.setdefault("data.train" if row["file_index"] < n_train_files else "data.validation", row)
+    return first
+
+
+def _split_keys(keys: pd.DataFrame, data: DataConfig, n_train_files: int) -> tuple[pd.Series, DataCounts]:
+    """Split name per good row (indexed like `keys`) and the read/quarantine/mixing counts."""
+    good = keys[keys["reason"] == ""]
+    from_train = good["file_index"] < n_train_files
+    names = assign_split_names(good[from_train], data, carve_val=not data.validation)
+    if data.validation:
+        names = pd.concat([names, pd.Series(VAL, index=good.index[~from_train], dtype=object)])
+    mixed_out = int((names == MIXED_OUT).sum())
+    counts = DataCounts(
+        read=len(keys),
+        quarantined=dict(Counter(keys.loc[keys["reason"] != "", "reason"])),
+        filtered={MIXED_OUT: mixed_out} if mixed_out else {},
+    )
+    return names, counts
+
+
+def _sources(data: DataConfig) -> tuple[list[dict[str, Any]], int]:
+    train = source_files(data.train, "data.train")
+    validation = source_files(data.validation, "data.validation", len(train)) if data.validation else []
+    return train + validation, len(train)
+
+
+# ---------------------------------------------------------------------------- in-process driver
+
+
+@dataclass
+class SplitRows:
+    """Validated rows per split, read in-process (previews, reports, tests)."""
+
+    by_split: dict[str, list[dict[str, Any]]]
+    counts: DataCounts
+
+
+def read_splits(config: ExperimentConfig, run_dir: Path) -> SplitRows:
+    """Read, validate and split without Ray; write quarantine.jsonl into run_dir."""
+    data = config.data
+    files, n_train_files = _sources(data)
+    rows = [row for item in files for row in validated_rows(item, data)]
+    keys = pd.DataFrame(rows, columns=ROW_COLUMNS)
+    problems = [row for row in rows if row["reason"]]
+    quarantine = run_dir / QUARANTINE_FILE
+    _write_quarantine(problems, quarantine)
+    _check_all_usable(keys, problems, data, n_train_files, quarantine)
+    names, counts = _split_keys(keys, data, n_train_files)
+    by_split: dict[str, list[dict[str, Any]]] = {name: [] for name in SPLITS}
+    for position, name in names.sort_index().items():
+        if name in by_split:
+            row = rows[position]
+            by_split[name].append(row | {"order": int(order_key(row["file_index"], row["line"], row["copy"]))})
+    return SplitRows(by_split, counts)
+
+
+def _check_all_usable(keys: pd.DataFrame, problems: Iterable[dict[str, Any]], data: DataConfig, n_train_files: int, quarantine: Path) -> None:
+    first = _first_problems(problems, n_train_files)
+    from_train = keys["file_index"] < n_train_files
+    _check_usable(keys[from_train], first.get("data.train"), "data.train", data, quarantine)
+    if data.validation:
+        _check_usable(keys[~from_train], first.get("data.validation"), "data.validation", data, quarantine)
+
+
+# ---------------------------------------------------------------------------- Ray Data driver
 
 
 @dataclass
 class PreparedData:
-    train: ray.data.Dataset
-    validation: ray.data.Dataset | None
+    datasets: dict[str, ray.data.Dataset]
+    """Tokenized splits that hold rows (train always), columns TRAINING_COLUMNS."""
     counts: DataCounts
-    test: ray.data.Dataset | None = None
+    stats: pd.DataFrame
+    """Per-row report facts (STAT_COLUMNS plus split) of every formatted row."""
 
 
-@dataclass
-class _ReadResult:
-    rows: list[dict[str, Any]]
-    problems: list[RowProblem]
+def _read_file_batches(items: pd.DataFrame, data: DataConfig, rows_per_batch: int = 4096) -> Iterable[pd.DataFrame]:
+    """Ray Data transform: stream one file's validated rows out in batches."""
+    for item in items.to_dict("records"):
+        batch: list[dict[str, Any]] = []
+        for row in validated_rows(item, data):
+            batch.append(row)
+            if len(batch) == rows_per_batch:
+                yield pd.DataFrame(batch, columns=ROW_COLUMNS)
+                batch = []
+        if batch:
+            yield pd.DataFrame(batch, columns=ROW_COLUMNS)
 
 
-def _read_and_validate(spec: str | list[str], key: str, data: DataConfig) -> _ReadResult:
-    """Valid rows keep their record (as JSON, so mixed schemas share one column) and the index of
-    the `spec` entry they came from (for weighted mixing); bad rows become problems."""
-    rows: list[dict[str, Any]] = []
-    problems: list[RowProblem] = []
-    entries = [spec] if isinstance(spec, str) else spec
-    for entry, path in ((entry, path) for entry, pattern in enumerate(entries) for path in expand_paths(pattern, key)):
-        for row in read_rows(path):
-            reason = row.error or validate_record(row.record or {}, data) or _split_key_problem(row.record or {}, data)
-            if reason is not None:
-                kind, _, detail = reason.partition(": ")
-                raw = "" if row.record is None else json.dumps(row.record, ensure_ascii=False)[:2000]
-                problems.append(RowProblem(row.source, row.line, kind, detail, raw))
-                continue
-            rows.append({"source": row.source, "line": row.line, "entry": entry, "record": json.dumps(row.record, ensure_ascii=False)})
-    return _ReadResult(rows, problems)
-
-
-def _split_key_problem(record: dict[str, Any], data: DataConfig) -> str | None:
-    """Rows must carry the columns the split is keyed on."""
-    split = data.split
-    if split.stratify_by is not None:
-        value = record.get(split.stratify_by)
-        if value is None or isinstance(value, (dict, list)):
-            return f"missing_field: {split.stratify_by!r} (data.split.stratify_by) must hold a plain value"
-    if split.time_column is not None and parse_time(record.get(split.time_column)) is None:
-        return f"bad_time: {split.time_column!r} must be a number or an ISO date, got {record.get(split.time_column)!r}"
-    return None
-
-
-def _split_labels(rows: list[dict[str, Any]], data: DataConfig, carve_val: bool) -> list[str]:
-    """Each row's split, from the split keys in its record (and the fold, under k-fold)."""
-    split = data.split
-    records = [json.loads(row["record"]) for row in rows] if split.stratify_by or split.time_column else []
-    strata = [json.dumps(r[split.stratify_by]) for r in records] if split.stratify_by else None
-    times = [parse_time(r[split.time_column]) or 0.0 for r in records] if split.time_column else None
-    labels = assign_splits(len(rows), split, carve_val=carve_val and data.kfold is None, strata=strata, times=times)
-    if data.kfold is None:
-        return labels
-    if data.kfold.fold is None:
-        raise ValueError("data.kfold.fold must be chosen before splitting (rayft.train runs every fold)")
-    folds = assign_folds(labels, data.kfold, split.seed, strata)
-    return [TEST if label == TEST else VAL if fold == data.kfold.fold else TRAIN for label, fold in zip(labels, folds)]
-
-
-def _check_usable(result: _ReadResult, key: str, data: DataConfig, quarantine: Path) -> None:
-    total = len(result.rows) + len(result.problems)
-    if total == 0:
-        raise DataError(f"{key}: the files hold no rows; add data or point {key} elsewhere")
-    if not result.rows:
-        first = result.problems[0]
-        raise DataError(
-            f"{key}: all {total} rows are bad (first: {first.source}:{first.line} {first.reason}: {first.detail}); "
-            f"see {quarantine}"
-        )
-    fraction = len(result.problems) / total
-    if fraction > data.max_bad_fraction:
-        first = result.problems[0]
-        raise DataError(
-            f"{key}: {len(result.problems)} of {total} rows are bad ({fraction:.1%} > data.max_bad_fraction "
-            f"{data.max_bad_fraction}); first: {first.source}:{first.line} {first.reason}: {first.detail}; see {quarantine}"
-        )
+def _take_split(batch: pd.DataFrame, orders_ref: ray.ObjectRef) -> pd.DataFrame:
+    """Ray Data transform: the batch's rows whose order key is in this split's (sorted) keys."""
+    orders = ray.get(orders_ref)
+    keys = order_key(batch["file_index"], batch["line"], batch["copy"]).to_numpy()
+    return batch[np.isin(keys, orders, assume_unique=True)]
 
 
 @lru_cache(maxsize=4)
@@ -131,151 +252,100 @@ class _TokenizeBatch:
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         tokenizer = _cached_tokenizer(self.tokenizer_path)
-        columns: dict[str, list[Any]] = {
-            "input_ids": [], "labels": [], "prompt_len": [], "reference": [], "alternatives": [], "drop_reason": [],
-        }
-        for record in batch["record"]:
-            result: Any
-            reference, alternatives = "", []
-            try:
-                example = format_record(json.loads(record), self.data, tokenizer)
-                reference, alternatives = example.reference, list(example.alternatives)
-                result = tokenize_formatted(example, tokenizer, self.data)
-            except ValueError as err:  # a chat template that cannot be split into turns
-                result = Dropped("unformattable", str(err))
-            dropped = isinstance(result, Dropped)
-            columns["input_ids"].append([] if dropped else result.input_ids)
-            columns["labels"].append([] if dropped else result.labels)
-            columns["prompt_len"].append(0 if dropped else result.prompt_len)
-            columns["reference"].append(reference)
-            columns["alternatives"].append(json.dumps(alternatives))  # JSON: empty lists have no Arrow type
-            columns["drop_reason"].append(f"{result.reason}: {result.detail}" if dropped else "")
-        return batch.assign(**columns)
+        features = pd.DataFrame([row_features(record, self.data, tokenizer) for record in batch["record"]], index=batch.index)
+        order = order_key(batch["file_index"], batch["line"], batch["copy"])
+        augmented = batch["augmented"] if "augmented" in batch.columns else ""
+        return batch[["source", "line", "copy"]].assign(order=order, augmented=augmented, **{name: features[name] for name in features.columns})
 
 
-def _tokenize(rows: list[dict[str, Any]], tokenizer_path: str, data: DataConfig) -> ray.data.Dataset:
-    dataset = ray.data.from_items(rows, override_num_blocks=max(1, min(8, len(rows) // 512)))
-    return dataset.map_batches(_TokenizeBatch(tokenizer_path, data), batch_format="pandas").materialize()
+def prepare_datasets(config: ExperimentConfig, tokenizer_path: str, run_dir: Path) -> PreparedData:
+    """Read, validate, split and tokenize on Ray Data; write quarantine.jsonl and data_summary.json.
+    Raises DataError on unusable data. Needs a running Ray."""
+    data = config.data
+    files, n_train_files = _sources(data)
+    items = ray.data.from_items(files, override_num_blocks=len(files))
+    validated = items.map_batches(_read_file_batches, fn_kwargs={"data": data}, batch_size=1, batch_format="pandas").materialize()
+    keys = validated.select_columns(KEY_COLUMNS).to_pandas() if validated.count() else pd.DataFrame(columns=KEY_COLUMNS)
+
+    quarantine = run_dir / QUARANTINE_FILE
+    bad = validated.filter(lambda row: row["reason"] != "")
+    _write_quarantine(_in_order(bad.select_columns(["source", "file_index", "line", "reason", "detail", "raw"]).take_all()), quarantine)
+    _check_all_usable(keys, _in_order(bad.select_columns(["source", "file_index", "line", "reason", "detail"]).take_all()), data, n_train_files, quarantine)
+    names, counts = _split_keys(keys, data, n_train_files)
+
+    good = validated.filter(lambda row: row["reason"] == "")
+    datasets: dict[str, ray.data.Dataset] = {}
+    stats: list[pd.DataFrame] = []
+    filtered: Counter[str] = Counter()
+    for name in SPLITS:
+        members = keys.loc[names.index[names == name]]
+        if members.empty:
+            counts.splits[name] = 0
+            continue
+        orders = np.sort(order_key(members["file_index"], members["line"], members["copy"]).to_numpy())
+        rows = good.map_batches(_take_split, fn_args=(ray.put(orders),), batch_format="pandas")
+        if name == TRAIN and getattr(data, "augment", None):  # TODO(merge): data.augment
+            from rayft.data.augment import augment_train
+
+            rows = augment_train(rows.select_columns(AUGMENT_INPUT_COLUMNS), data, data.split.seed)
+        tokenized = rows.map_batches(_TokenizeBatch(tokenizer_path, data), batch_format="pandas").materialize()
+        split_stats = tokenized.select_columns(["copy", "augmented", *STAT_COLUMNS]).to_pandas().assign(split=name)
+        dropped = split_stats[split_stats["drop_reason"] != ""]
+        if data.overlength == "error" and dropped["drop_reason"].str.startswith("overlength").any():
+            _fail_on_overlength(tokenized)
+        original = dropped[dropped["copy"] == 0]
+        filtered.update(reason.partition(":")[0] for reason in original["drop_reason"])
+        datasets[name] = _kept(tokenized)
+        counts.splits[name] = len(split_stats) - len(dropped)
+        counts.kept += int((split_stats["copy"] == 0).sum()) - len(original)
+        stats.append(split_stats)
+    return _finish(counts, filtered, datasets, pd.concat(stats, ignore_index=True), run_dir)
 
 
-def _filtered_rows(dataset: ray.data.Dataset) -> list[dict[str, Any]]:
-    return dataset.filter(lambda row: row["drop_reason"] != "").select_columns(["source", "line", "drop_reason"]).take_all()
+def _in_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(rows, key=lambda row: (row["file_index"], row["line"]))
 
 
-def _kept(dataset: ray.data.Dataset) -> ray.data.Dataset:
-    columns = ["idx", "input_ids", "labels", "prompt_len", "reference", "alternatives"]
-    kept = dataset.filter(lambda row: row["drop_reason"] == "").select_columns(columns).materialize()
+def _fail_on_overlength(tokenized: ray.data.Dataset) -> None:
+    """data.overlength is 'error': name the first over-long row by file and line."""
+    overlong = tokenized.filter(lambda row: row["drop_reason"].startswith("overlength"))
+    first = min(overlong.select_columns(["source", "line", "drop_reason"]).take_all(), key=lambda row: (row["source"], row["line"]))
+    raise DataError(
+        f"{first['source']}:{first['line']}: {first['drop_reason']} (data.overlength is 'error'; "
+        "raise data.max_length or choose drop/truncate)"
+    )
+
+
+def _kept(tokenized: ray.data.Dataset) -> ray.data.Dataset:
+    kept = tokenized.filter(lambda row: row["drop_reason"] == "").select_columns(TRAINING_COLUMNS).materialize()
     # Workers read these materialized blocks in milliseconds; a progress bar per read is noise.
     kept.context.enable_progress_bars = False
     return kept
 
 
-@dataclass
-class SplitRows:
-    """Validated, formatted rows per split: the Ray-free first stage, so bad data fails before Ray starts."""
-
-    by_split: dict[str, list[dict[str, Any]]]
-    counts: DataCounts
-
-
-def check_data_paths(data: DataConfig) -> None:
-    """Fail in milliseconds on a missing or unsupported data file, before anything slower runs."""
-    expand_paths(data.train, "data.train")
-    if data.validation:
-        expand_paths(data.validation, "data.validation")
-
-
-def read_splits(config: ExperimentConfig, run_dir: Path) -> SplitRows:
-    """Read, validate and split; write quarantine.jsonl into run_dir. Raises DataError on unusable data."""
-    data = config.data
-    quarantine = run_dir / QUARANTINE_FILE
-    train_read = _read_and_validate(data.train, "data.train", data)
-    val_read = _read_and_validate(data.validation, "data.validation", data) if data.validation else None
-
-    problems = train_read.problems + (val_read.problems if val_read else [])
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with quarantine.open("w") as handle:
-        for problem in problems:
-            handle.write(json.dumps(problem.as_dict(), ensure_ascii=False) + "\n")
-    _check_usable(train_read, "data.train", data, quarantine)
-    if val_read is not None:
-        _check_usable(val_read, "data.validation", data, quarantine)
-
-    labels = _split_labels(train_read.rows, data, carve_val=val_read is None)
-    by_split: dict[str, list[dict[str, Any]]] = {TRAIN: [], VAL: [], TEST: []}
-    for row, label in zip(train_read.rows, labels):
-        by_split[label].append(row)
-    if val_read is not None:
-        by_split[VAL] = val_read.rows
-    mixed_out = 0
-    if data.weights is not None:
-        by_split[TRAIN], mixed_out = mix_by_weight(by_split[TRAIN], data.weights, data.split.seed)
-    for rows in by_split.values():
-        for index, row in enumerate(rows):
-            row["idx"] = index
-    counts = DataCounts(
-        read=len(train_read.rows) + (len(val_read.rows) if val_read else 0) + len(problems),
-        quarantined=dict(Counter(p.reason for p in problems)),
-        filtered={"mixed_out": mixed_out} if mixed_out else {},
-    )
-    return SplitRows(by_split, counts)
-
-
-def mix_by_weight(rows: list[dict[str, Any]], weights: list[float], seed: int) -> tuple[list[dict[str, Any]], int]:
-    """Keep the largest training set whose entries stand in the given proportions without
-    repeating a row: total = min(rows of entry i / share i); each entry keeps a seeded sample.
-    Returns the kept rows (in their original order) and how many were left out."""
-    shares = [w / sum(weights) for w in weights]
-    by_entry: dict[int, list[int]] = {i: [] for i in range(len(weights))}
-    for index, row in enumerate(rows):
-        by_entry[row["entry"]].append(index)
-    empty = [i for i, members in by_entry.items() if not members]
-    if empty:
-        raise DataError(f"data.weights: data.train entry {empty[0]} has no training rows to mix in")
-    total = min(len(by_entry[i]) / share for i, share in enumerate(shares))
-    rng = np.random.default_rng(seed)
-    keep: list[int] = []
-    for i, share in enumerate(shares):
-        members = by_entry[i]
-        chosen = rng.choice(len(members), size=min(len(members), round(total * share)), replace=False)
-        keep += [members[c] for c in chosen]
-    return [rows[i] for i in sorted(keep)], len(rows) - len(keep)
-
-
-def tokenize_splits(split_rows: SplitRows, config: ExperimentConfig, tokenizer_path: str, run_dir: Path) -> PreparedData:
-    """Tokenize each split on Ray Data; filter (and count) rows that cannot train; write data_summary.json."""
-    data = config.data
-    counts = split_rows.counts
-    datasets: dict[str, ray.data.Dataset] = {}
-    filtered: Counter[str] = Counter()
-    for name, rows in split_rows.by_split.items():
-        if not rows:
-            counts.splits[name] = 0
-            continue
-        tokenized = _tokenize(rows, tokenizer_path, data)
-        dropped = _filtered_rows(tokenized)
-        overlong = [d for d in dropped if d["drop_reason"].startswith("overlength")]
-        if overlong and data.overlength == "error":
-            first = overlong[0]
-            raise DataError(
-                f"{first['source']}:{first['line']}: {first['drop_reason']} (data.overlength is 'error'; "
-                "raise data.max_length or choose drop/truncate)"
-            )
-        filtered.update(d["drop_reason"].partition(":")[0] for d in dropped)
-        datasets[name] = _kept(tokenized)
-        counts.splits[name] = len(rows) - len(dropped)
+def _finish(
+    counts: DataCounts, filtered: Counter[str], datasets: dict[str, ray.data.Dataset], stats: pd.DataFrame, run_dir: Path
+) -> PreparedData:
     counts.filtered = dict(Counter(counts.filtered) + filtered)
-    counts.kept = sum(counts.splits.values())
+    made = stats[stats["copy"] > 0]
+    counts.augmented = {str(op): int(n) for op, n in made["augmented"].value_counts().sort_index().items()}
+    counts.augmented_filtered = {str(op): int(n) for op, n in made.loc[made["drop_reason"] != "", "augmented"].value_counts().sort_index().items()}
     (run_dir / SUMMARY_FILE).write_text(json.dumps(asdict(counts), indent=2) + "\n")
     if counts.splits.get(TRAIN, 0) == 0:
         raise DataError(f"data.train: no training rows left after filtering ({counts.filtered}); see {run_dir / SUMMARY_FILE}")
-    return PreparedData(train=datasets[TRAIN], validation=datasets.get(VAL), counts=counts, test=datasets.get(TEST))
+    return PreparedData(datasets, counts, stats)
 
 
-def tokenize_rows(rows: list[dict[str, Any]], data: DataConfig, tokenizer_path: str) -> ray.data.Dataset:
-    """One split's rows tokenized as training tokenizes them, unusable rows left out
-    (for evaluation: the counts were taken when the run trained)."""
-    return _kept(_tokenize(rows, tokenizer_path, data))
+# ---------------------------------------------------------------------------- evaluation inputs
+
+
+def label_set(stats: pd.DataFrame, data: DataConfig) -> list[str] | None:
+    """Sorted distinct labels of the training split's input rows (classification; None otherwise),
+    from the per-row facts of prepare_datasets, so training and `rayft eval` agree on it."""
+    if data.format != "classification":
+        return None
+    train = stats[(stats["split"] == TRAIN) & (stats["copy"] == 0)]
+    return sorted({str(label) for label in train["label"] if label != ""})
 
 
 GENERAL_QUARANTINE_FILE = "general_quarantine.jsonl"
@@ -294,25 +364,23 @@ def general_data_config(config: ExperimentConfig) -> DataConfig | None:
 
 
 def read_general(config: ExperimentConfig, run_dir: Path) -> list[dict[str, Any]]:
-    """Validated rows of the forgetting monitor's general set (eval.general); bad rows go to
-    general_quarantine.jsonl, and too many of them stop the run like bad training data."""
+    """Validated rows of the forgetting monitor's general set (eval.general), read in-process
+    (a held-out set small enough for the driver); bad rows go to general_quarantine.jsonl, and
+    too many of them stop the run like bad training data."""
     data = general_data_config(config)
     if data is None:
         return []
-    result = _read_and_validate(data.train, "eval.general.files", data)
+    rows = [row for item in source_files(data.train, "eval.general.files") for row in validated_rows(item, data)]
+    keys = pd.DataFrame(rows, columns=ROW_COLUMNS)
+    problems = [row for row in rows if row["reason"]]
     quarantine = run_dir / GENERAL_QUARANTINE_FILE
-    run_dir.mkdir(parents=True, exist_ok=True)
-    quarantine.write_text("".join(json.dumps(p.as_dict(), ensure_ascii=False) + "\n" for p in result.problems))
-    _check_usable(result, "eval.general.files", data, quarantine)
-    for index, row in enumerate(result.rows):
-        row["idx"] = index
-    return result.rows
+    _write_quarantine(problems, quarantine)
+    _check_usable(keys, problems[0] if problems else None, "eval.general.files", data, quarantine)
+    return [row for row in rows if not row["reason"]]
 
 
-def label_set(rows: list[dict[str, Any]], data: DataConfig) -> list[str] | None:
-    """Sorted distinct labels of the (training) rows of a classification task; None for other formats.
-    A pure function of the split, so training and `rayft eval` agree on it."""
-    if data.format != "classification":
-        return None
-    column = data.column("label")
-    return sorted({str(json.loads(row["record"])[column]).strip() for row in rows})
+def tokenize_rows(rows: list[dict[str, Any]], data: DataConfig, tokenizer_path: str) -> ray.data.Dataset:
+    """Validated rows (ROW_COLUMNS) tokenized on Ray Data as training tokenizes a split; rows that
+    cannot be used are left out. Needs a running Ray."""
+    dataset = ray.data.from_items(rows, override_num_blocks=max(1, min(8, len(rows) // 512)))
+    return _kept(dataset.map_batches(_TokenizeBatch(tokenizer_path, data), batch_format="pandas").materialize())

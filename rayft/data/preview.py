@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
 from transformers import PreTrainedTokenizerBase
 
 from rayft.config import ExperimentConfig
-from rayft.data.formats import format_record
 from rayft.data.pipeline import read_splits
+from rayft.data.rows import row_features
 from rayft.data.split import TRAIN
-from rayft.data.tokenize import IGNORE_INDEX, Dropped, tokenize_formatted
+from rayft.data.tokenize import IGNORE_INDEX
 
 TRAINED_START, TRAINED_END = "[[", "]]"
 
@@ -31,18 +30,16 @@ def render_tokens(input_ids: list[int], labels: list[int], tokenizer: PreTrained
 
 def preview(config: ExperimentConfig, tokenizer: PreTrainedTokenizerBase, count: int) -> list[str]:
     """The first `count` training rows, formatted and tokenized as training would."""
-    data = config.data
     with tempfile.TemporaryDirectory() as scratch:
         rows = read_splits(config, Path(scratch)).by_split[TRAIN][:count]
     shown = []
     for row in rows:
         where = f"{row['source']}:{row['line']}"
-        example = format_record(json.loads(row["record"]), data, tokenizer)
-        tokens = tokenize_formatted(example, tokenizer, data)
-        if isinstance(tokens, Dropped):
-            shown.append(f"--- {where} (filtered: {tokens.reason}: {tokens.detail})")
+        features = row_features(row["record"], config.data, tokenizer)
+        if features["drop_reason"]:
+            shown.append(f"--- {where} (filtered: {features['drop_reason']})")
             continue
-        trained = sum(label != IGNORE_INDEX for label in tokens.labels)
-        header = f"--- {where}  {len(tokens.input_ids)} tokens, {trained} trained"
-        shown.append(f"{header}\n{render_tokens(tokens.input_ids, tokens.labels, tokenizer)}")
+        trained = sum(label != IGNORE_INDEX for label in features["labels"])
+        header = f"--- {where}  {features['length']} tokens, {trained} trained"
+        shown.append(f"{header}\n{render_tokens(features['input_ids'], features['labels'], tokenizer)}")
     return shown

@@ -7,8 +7,6 @@ directory at the start of each run, and by `rayft data report`.
 from __future__ import annotations
 
 import json
-import re
-import string
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,21 +16,15 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 from transformers import PreTrainedTokenizerBase  # noqa: E402
 
 from rayft.config import ExperimentConfig  # noqa: E402
-from rayft.data.formats import format_record  # noqa: E402
 from rayft.data.packing import packing_stats  # noqa: E402
-from rayft.data.pipeline import SplitRows, read_splits  # noqa: E402
-from rayft.data.tokenize import Dropped, tokenize_formatted  # noqa: E402
+from rayft.data.pipeline import DataCounts, SplitRows, read_splits  # noqa: E402
+from rayft.data.rows import STAT_COLUMNS, row_features  # noqa: E402
 
 REPORT_JSON, REPORT_MD, LENGTHS_PNG = "data_report.json", "data_report.md", "token_lengths.png"
-_PUNCTUATION = re.compile(f"[{re.escape(string.punctuation)}]")
-
-
-def normalise(text: str) -> str:
-    """Case, punctuation and spacing folded: near-identical rows collide."""
-    return " ".join(_PUNCTUATION.sub(" ", text.lower()).split())
 
 
 @dataclass
@@ -56,6 +48,8 @@ class DataReport:
     """Rows of validation/test whose normalised text also appears in train (leakage)."""
     packing: dict[str, float] | None = None
     """With data.packing: training examples, packed sequences and efficiency (real tokens / slots)."""
+    augmented: dict[str, int] = field(default_factory=dict)
+    """Training rows made by each augmentation op."""
 
 
 def _length_summary(lengths: list[int]) -> dict[str, float]:
@@ -68,48 +62,51 @@ def _length_summary(lengths: list[int]) -> dict[str, float]:
     }
 
 
-def build_report(
-    config: ExperimentConfig, split_rows: SplitRows, tokenizer: PreTrainedTokenizerBase
-) -> tuple[DataReport, dict[str, list[int]]]:
-    """The report, and every kept example's token length per split (for the histogram)."""
+def stats_from_rows(split_rows: SplitRows, config: ExperimentConfig, tokenizer: PreTrainedTokenizerBase) -> pd.DataFrame:
+    """The report's per-row facts for rows read in-process (`rayft data report`); a training run
+    gets the same columns from its Ray Data tokenize step instead."""
+    frames = [
+        pd.DataFrame(
+            [{name: features[name] for name in STAT_COLUMNS} for features in (row_features(row["record"], config.data, tokenizer) for row in rows)],
+            columns=STAT_COLUMNS,
+        ).assign(split=name, copy=0, augmented="")
+        for name, rows in split_rows.by_split.items()
+    ]
+    return pd.concat(frames, ignore_index=True)
+
+
+def build_report(config: ExperimentConfig, counts: DataCounts, stats: pd.DataFrame) -> tuple[DataReport, dict[str, list[int]]]:
+    """The report from per-row facts (STAT_COLUMNS, split, copy), and every kept example's token
+    length per split (for the histogram). Quality numbers cover the input rows; augmented rows are
+    counted apart and enter only what training sees (packing)."""
     data = config.data
-    optional = [role for role, required in data.task.roles.items() if not required]
     splits: dict[str, SplitReport] = {}
     lengths: dict[str, list[int]] = {}
-    keys: dict[str, set[str]] = {}
-    for name, rows in split_rows.by_split.items():
-        report = SplitReport(rows=len(rows))
-        exact: Counter[str] = Counter()
-        normalised: Counter[str] = Counter()
-        lengths[name] = []
-        for row in rows:
-            record = json.loads(row["record"])
-            for role in optional:
-                value = record.get(data.column(role))
-                if value is None or (isinstance(value, str) and not value.strip()):
-                    report.empty_optional_fields[role] = report.empty_optional_fields.get(role, 0) + 1
-            example = format_record(record, data, tokenizer)
-            text = "".join(segment for segment, _ in example.segments)
-            exact[text] += 1
-            normalised[normalise(text)] += 1
-            if example.label is not None:
-                report.labels[example.label] = report.labels.get(example.label, 0) + 1
-            tokens = tokenize_formatted(example, tokenizer, data)
-            if isinstance(tokens, Dropped):
-                report.filtered[tokens.reason] = report.filtered.get(tokens.reason, 0) + 1
-            else:
-                lengths[name].append(len(tokens.input_ids))
-        report.exact_duplicates = sum(count - 1 for count in exact.values())
-        report.normalised_duplicates = sum(count - 1 for count in normalised.values())
-        report.token_lengths = _length_summary(lengths[name])
-        keys[name] = set(normalised)
-        splits[name] = report
-    overlap = {name: len(keys[name] & keys["train"]) for name in keys if name != "train" and keys[name]}
-    counts = split_rows.counts
-    report = DataReport(counts.read, dict(counts.quarantined), data.max_length, splits, overlap)
-    if data.packing and lengths.get("train"):
-        stats = packing_stats(lengths["train"], data.max_length)
-        report.packing = {"examples": stats.examples, "sequences": stats.sequences, "efficiency": round(stats.efficiency, 4)}
+    norm_keys: dict[str, set[str]] = {}
+    for name in ("train", "validation", "test"):
+        frame = stats[(stats["split"] == name) & (stats["copy"] == 0)]
+        kept = frame[frame["drop_reason"] == ""]
+        formatted = frame[frame["text_hash"] != 0]
+        empty = Counter(role for roles in frame["empty_roles"] if roles for role in roles.split(","))
+        labels = frame.loc[frame["label"] != "", "label"].value_counts()
+        filtered = Counter(reason.partition(":")[0] for reason in frame.loc[frame["drop_reason"] != "", "drop_reason"])
+        lengths[name] = [int(n) for n in kept["length"]]
+        splits[name] = SplitReport(
+            rows=len(frame),
+            exact_duplicates=len(formatted) - formatted["text_hash"].nunique(),
+            normalised_duplicates=len(formatted) - formatted["norm_hash"].nunique(),
+            empty_optional_fields=dict(sorted(empty.items())),
+            filtered=dict(sorted(filtered.items())),
+            token_lengths=_length_summary(lengths[name]),
+            labels={str(label): int(n) for label, n in sorted(labels.items())},
+        )
+        norm_keys[name] = set(formatted["norm_hash"])
+    overlap = {name: len(norm_keys[name] & norm_keys["train"]) for name in ("validation", "test") if norm_keys[name]}
+    report = DataReport(counts.read, dict(counts.quarantined), data.max_length, splits, overlap, augmented=dict(counts.augmented))
+    trained = stats[(stats["split"] == "train") & (stats["drop_reason"] == "")]
+    if data.packing and len(trained):
+        packed = packing_stats([int(n) for n in trained["length"]], data.max_length)
+        report.packing = {"examples": packed.examples, "sequences": packed.sequences, "efficiency": round(packed.efficiency, 4)}
     return report, lengths
 
 
@@ -151,11 +148,13 @@ def render_markdown(report: DataReport) -> str:
     if report.packing:
         p = report.packing
         lines += ["", f"Packing: {p['examples']:.0f} training examples into {p['sequences']:.0f} sequences, efficiency {p['efficiency']:.1%}"]
+    if report.augmented:
+        lines += ["", "Augmented training rows: " + ", ".join(f"{op} {n}" for op, n in report.augmented.items())]
     return "\n".join(lines) + "\n"
 
 
-def write_report(config: ExperimentConfig, split_rows: SplitRows, tokenizer: PreTrainedTokenizerBase, out_dir: Path) -> DataReport:
-    report, lengths = build_report(config, split_rows, tokenizer)
+def write_report(config: ExperimentConfig, counts: DataCounts, stats: pd.DataFrame, out_dir: Path) -> DataReport:
+    report, lengths = build_report(config, counts, stats)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / REPORT_JSON).write_text(json.dumps(asdict(report), indent=2) + "\n")
     (out_dir / REPORT_MD).write_text(render_markdown(report))
@@ -163,7 +162,7 @@ def write_report(config: ExperimentConfig, split_rows: SplitRows, tokenizer: Pre
     return report
 
 
-
 def report_for(config: ExperimentConfig, tokenizer: PreTrainedTokenizerBase, out_dir: Path) -> str:
-    """`rayft data report`: read and split as a run would, write the report into out_dir, return its markdown."""
-    return render_markdown(write_report(config, read_splits(config, out_dir), tokenizer, out_dir))
+    """`rayft data report`: read and split as a run would (in-process), write the report into out_dir, return its markdown."""
+    split_rows = read_splits(config, out_dir)
+    return render_markdown(write_report(config, split_rows.counts, stats_from_rows(split_rows, config, tokenizer), out_dir))

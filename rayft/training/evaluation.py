@@ -7,9 +7,10 @@ size. That is what makes `rayft eval --checkpoint best` reproduce the metrics re
 checkpoint was saved, and it keeps one implementation of evaluation instead of two. The price is
 Train's worker start-up (about 20 s on a 2-core machine), small next to loading a real model.
 
-Splits are rebuilt from the config exactly as training built them (reading, validation and
-splitting are deterministic by seed); the label set of a classification task is the sorted labels
-of the training split, as during training.
+Splits are rebuilt from the config by the very pipeline training ran (prepare_datasets: reading,
+validation and splitting are deterministic by seed), so the evaluated rows are the ones training
+validated on; the label set of a classification task is the sorted labels of the training split,
+as during training. (All splits are tokenized for that, a few seconds on Ray Data.)
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from ray.train.torch import TorchTrainer
 
 from rayft.config import ExperimentConfig, UserInputError
 from rayft.data.batching import load_examples
-from rayft.data.pipeline import check_data_paths, general_data_config, label_set, read_general, read_splits, tokenize_rows
+from rayft.data.pipeline import check_data_paths, general_data_config, label_set, prepare_datasets, read_general, tokenize_rows
 from rayft.data.split import TEST, TRAIN, VAL
 from rayft.evaluate.metrics import label_confusion
 from rayft.evaluate.validation import EvalTask, evaluate_split
@@ -173,23 +174,24 @@ def evaluate(
     run_dir = config.run_dir
     if split not in {VAL, TEST, TRAIN}:
         raise UserInputError(f"--split: {split!r} is not one of {VAL}, {TEST}, {TRAIN}")
+    if (split == TEST and config.data.split.test == 0) or (split == VAL and not config.has_validation):
+        key = "data.split.test" if split == TEST else "data.split.val"
+        raise UserInputError(f"--split {split}: the config gives this run no {split} rows ({key})")
     model_dir = None if checkpoint is None else resolve_checkpoint(run_dir, checkpoint)
     check_data_paths(config.data)
-    with tempfile.TemporaryDirectory() as scratch:  # the run's quarantine and summary files stay as training wrote them
-        split_rows = read_splits(config, Path(scratch))
-    rows = split_rows.by_split[split]
-    if not rows:
-        key = {VAL: "data.split.val", TEST: "data.split.test"}.get(split, "data.train")
-        raise UserInputError(f"--split {split}: the config gives this run no {split} rows ({key})")
     general_rows = read_general(config, run_dir)
     base_model = resolve_base_model(config.model, run_dir)
     tokenizer_path = tokenizer_source(config.model, base_model)
-    labels = label_set(split_rows.by_split[TRAIN], config.data)
     ensure_ray(address, config.scaling.num_workers * config.scaling.cpus_per_worker + 1)
-    datasets = {"eval": tokenize_rows(rows, config.data, tokenizer_path)}
+    with tempfile.TemporaryDirectory() as scratch:  # the run's quarantine and summary files stay as training wrote them
+        prepared = prepare_datasets(config, tokenizer_path, Path(scratch))
+    if split not in prepared.datasets:
+        raise UserInputError(f"--split {split}: no {split} rows are left after filtering (see the run's data_summary.json)")
+    datasets = {"eval": prepared.datasets[split]}
     general = general_dataset(config, general_rows, tokenizer_path)
     if general is not None:
         datasets["general"] = general
+    labels = label_set(prepared.stats, config.data)
     settings = EvalSettings(
         experiment=config.model_dump(mode="json"), base_model=base_model, tokenizer=tokenizer_path,
         model_dir=None if model_dir is None else str(model_dir), labels=labels, has_general="general" in datasets,

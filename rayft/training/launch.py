@@ -20,8 +20,8 @@ from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig
 from ray.train.torch import TorchTrainer
 
 from rayft.config import ConfigError, ExperimentConfig, config_from_dict, load_config, to_yaml
-from rayft.data.pipeline import check_data_paths, label_set, read_general, read_splits, tokenize_splits
-from rayft.data.split import TEST, TRAIN
+from rayft.data.pipeline import check_data_paths, label_set, prepare_datasets, read_general
+from rayft.data.split import TEST
 from rayft.data.report import write_report
 from rayft.models.loading import load_tokenizer, resolve_base_model, tokenizer_source
 from rayft.tracking.metrics_log import METRICS_FILE, read_metrics
@@ -188,26 +188,23 @@ def _train_one(config: ExperimentConfig, address: str | None, resume: bool) -> T
     check_data_paths(config.data)
     base_model = resolve_base_model(config.model, run_dir)
     tokenizer_path = tokenizer_source(config.model, base_model)
-    tokenizer = load_tokenizer(tokenizer_path, config.model.trust_remote_code)
-    split_rows = read_splits(config, run_dir)
+    load_tokenizer(tokenizer_path, config.model.trust_remote_code)  # fails fast, before Ray, on a bad tokenizer
     general_rows = read_general(config, run_dir)  # the forgetting monitor's set (eval.general), checked before Ray
-    write_report(config, split_rows, tokenizer, run_dir)
 
     ensure_ray(address, config.scaling.num_workers * config.scaling.cpus_per_worker + 1)
-    prepared = tokenize_splits(split_rows, config, tokenizer_path, run_dir)
-    datasets = {"train": prepared.train}
-    if prepared.validation is not None:
-        datasets["validation"] = prepared.validation
-        general = general_dataset(config, general_rows, tokenizer_path)
-        if general is not None:
-            datasets["general"] = general
-    labels = label_set(split_rows.by_split[TRAIN], config.data)
+    prepared = prepare_datasets(config, tokenizer_path, run_dir)
+    write_report(config, prepared.counts, prepared.stats, run_dir)
+    datasets = {name: prepared.datasets[name] for name in ("train", "validation") if name in prepared.datasets}
+    general = general_dataset(config, general_rows, tokenizer_path) if "validation" in datasets else None
+    if general is not None:
+        datasets["general"] = general
+    labels = label_set(prepared.stats, config.data)
     settings = LoopSettings(
         experiment=config.model_dump(mode="json"),
         base_model=base_model,
         tokenizer=tokenizer_path,
         run_dir=str(run_dir),
-        has_validation=prepared.validation is not None,
+        has_validation="validation" in datasets,
         fail_at_step=int(os.environ.get(FAIL_AT_STEP_ENV, "0")),
         labels=labels,
         has_general="general" in datasets,
@@ -243,8 +240,8 @@ def _train_one(config: ExperimentConfig, address: str | None, resume: bool) -> T
     )
     (run_dir / RESULT_FILE).write_text(json.dumps(asdict(summary), indent=2, default=str) + "\n")
     plot_loss_curves(records, run_dir / LOSS_PLOT_FILE, f"{config.name}: loss")
-    if config.eval.test_at_end and prepared.test is not None and best is not None:
-        test_data = {"eval": prepared.test} | ({"general": datasets["general"]} if "general" in datasets else {})
+    if config.eval.test_at_end and TEST in prepared.datasets and best is not None:
+        test_data = {"eval": prepared.datasets[TEST]} | ({"general": datasets["general"]} if "general" in datasets else {})
         summary.test_metrics = _evaluate_test(config, base_model, tokenizer_path, best[0].path, test_data, labels, run_dir)
         (run_dir / RESULT_FILE).write_text(json.dumps(asdict(summary), indent=2, default=str) + "\n")
     return summary

@@ -110,7 +110,7 @@ def _examples(tokenizer: ByT5Tokenizer, data: DataConfig, records: list[dict]) -
         formatted = format_record(record, data, tokenizer)
         tokens = tokenize_formatted(formatted, tokenizer, data)
         rows.append({
-            "idx": index, "input_ids": tokens.input_ids, "labels": tokens.labels, "prompt_len": tokens.prompt_len,
+            "order": index, "input_ids": tokens.input_ids, "labels": tokens.labels, "prompt_len": tokens.prompt_len,
             "reference": formatted.reference, "alternatives": json.dumps(list(formatted.alternatives)),
         })
     return load_examples(rows)

@@ -75,7 +75,8 @@ def test_explicit_validation_files_replace_the_carved_split(tmp_path: Path) -> N
     val = write_jsonl(tmp_path / "val.jsonl", [GOOD] * 3)
     rows = read_splits(_config(tmp_path, str(train), validation=str(val)), tmp_path / "run")
     assert {k: len(v) for k, v in rows.by_split.items()} == {"train": 10, "validation": 3, "test": 0}
-    assert [r["idx"] for r in rows.by_split["validation"]] == [0, 1, 2]
+    orders = [r["order"] for r in rows.by_split["validation"]]
+    assert orders == sorted(set(orders)) and [r["line"] for r in rows.by_split["validation"]] == [1, 2, 3]
 
 
 def test_csv_rows_keep_their_line_numbers_and_bad_lines_are_quarantined(tmp_path: Path) -> None:
