@@ -120,7 +120,10 @@ def answerable(examples: Sequence[Example], limit: int | None) -> list[Example]:
 def answer_examples(
     model: nn.Module, tokenizer: PreTrainedTokenizerBase, examples: Sequence[Example], task: EvalTask, batch_size: int
 ) -> list[str]:
-    """Predicted label (classification: constrained to the label set) or generated answer per example."""
+    """Predicted label (classification: constrained to the label set) or generated answer per example.
+
+    A model with a classification head may return label ids here instead: the metrics take ids
+    into the label set as well as label strings (rayft.evaluate.metrics.map_to_label_set)."""
     prompts = [example.input_ids[: example.prompt_len] for example in examples]
     if task.classification and task.context.labels:
         return predict_labels(model, tokenizer, prompts, task.context.labels, task.response_prefix, batch_size)
