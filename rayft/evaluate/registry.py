@@ -11,6 +11,8 @@ import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import torch
+
 from rayft.config import METRICS, BertScoreConfig
 from rayft.evaluate import metrics as m
 from rayft.evaluate.bertscore import BertScorer
@@ -37,7 +39,7 @@ class MetricContext:
     def scorer(self) -> BertScorer:
         if self._scorer is None:
             assert self.bertscore is not None, "config validation requires eval.bertscore for bertscore"
-            self._scorer = BertScorer(self.bertscore)
+            self._scorer = BertScorer(self.bertscore, torch.device("cuda") if torch.cuda.is_available() else None)
         return self._scorer
 
 
