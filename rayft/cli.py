@@ -36,6 +36,11 @@ def _parser() -> argparse.ArgumentParser:
     which.add_argument("--base", action="store_true", help="evaluate the base model, before fine-tuning")
     evaluate.add_argument("--split", default="validation", choices=["validation", "test", "train"], help="split to evaluate (default validation)")
     evaluate.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    sweep = commands.add_parser("tune", help="search hyperparameters (the experiment's tune section) with Ray Tune")
+    sweep.add_argument("config", help="experiment YAML with a tune section")
+    sweep.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. tune.num_samples=16")
+    sweep.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    sweep.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same name")
     data = commands.add_parser("data", help="look at the data as training will see it")
     data_commands = data.add_subparsers(dest="data_command", required=True)
     preview = data_commands.add_parser("preview", help="show formatted training examples, trained part in [[ ]]")
@@ -102,6 +107,19 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tune(args: argparse.Namespace) -> int:
+    if not (args.address or os.environ.get("RAY_ADDRESS")):
+        keep_embedded_ray_on_loopback()
+    from rayft.tune.report import render_summary
+    from rayft.tune.sweep import sweep
+
+    config = load_config(args.config, args.overrides)
+    result = sweep(config, address=args.address, resume=args.resume)
+    assert config.tune is not None
+    print(render_summary(result, config.tune))
+    return 0 if result.best_trial is not None else EXIT_FAILURE
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     # Overrides may come before or after options (`train cfg --resume lr=1` and `train cfg lr=1 --resume`).
@@ -112,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         args.overrides = [*args.overrides, *extra]
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    handlers = {"validate": _validate, "train": _train, "data": _data, "eval": _eval}
+    handlers = {"validate": _validate, "train": _train, "tune": _tune, "data": _data, "eval": _eval}
     try:
         return handlers[args.command](args)
     except UserInputError as err:

@@ -7,6 +7,7 @@ Ray, so a typo fails in milliseconds with a message naming the dotted key.
 from __future__ import annotations
 
 import copy
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -455,6 +456,83 @@ class EvalConfig(_Section):
         return {"files": value} if isinstance(value, (str, list)) else value
 
 
+# ---------------------------------------------------------------------------- tune
+
+
+class SearchDimension(_Section):
+    """One searched key: exactly one of uniform / loguniform / int / choice / grid."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    uniform: tuple[float, float] | None = Field(None, description="[low, high]: a float drawn uniformly.")
+    loguniform: tuple[float, float] | None = Field(None, description="[low, high], both > 0: a float drawn on a log scale.")
+    int_range: tuple[int, int] | None = Field(None, alias="int", description="[low, high]: an integer, both ends included.")
+    choice: list[Any] | None = Field(None, description="Values to choose from.")
+    grid: list[Any] | None = Field(None, description="Values every one of which is tried (random and grid search).")
+    when: dict[str, Any] | None = Field(
+        None, description="Search this key only when these dotted keys have these values, e.g. {method.type: lora}."
+    )
+
+    @model_validator(mode="after")
+    def _one_valid_kind(self) -> SearchDimension:
+        kinds = [k for k in ("uniform", "loguniform", "int_range", "choice", "grid") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError("give exactly one of uniform, loguniform, int, choice, grid")
+        for kind in ("uniform", "loguniform", "int_range"):
+            bounds = getattr(self, kind)
+            if bounds is not None and not bounds[0] < bounds[1]:
+                raise ValueError(f"{kind.replace('_range', '')} bounds must be ordered low < high, got {list(bounds)}")
+        if self.loguniform is not None and self.loguniform[0] <= 0:
+            raise ValueError(f"loguniform bounds must be positive, got {list(self.loguniform)}")
+        for kind in ("choice", "grid"):
+            if getattr(self, kind) == []:
+                raise ValueError(f"{kind} needs at least one value")
+        return self
+
+
+class SchedulerSection(_Section):
+    type: Literal["asha", "median", "none"] = Field("asha", description="Early stopping of poor trials.")
+    time_attr: Literal["training_iteration", "step"] = Field(
+        "training_iteration", description="What grace_period and max_t count: evaluation rounds or optimizer steps."
+    )
+    grace_period: int = Field(1, ge=1, description="No trial stops before this much progress.")
+    reduction_factor: float = Field(2.0, gt=1, description="ASHA keeps 1/reduction_factor of trials at each rung.")
+    max_t: int | None = Field(None, ge=1, description="Longest a trial runs (ASHA's last rung); default: the whole run.")
+
+
+class BudgetSection(_Section):
+    wall_time_s: float | None = Field(None, gt=0, description="Stop the sweep after this many seconds.")
+    worker_hours: float | None = Field(
+        None, gt=0, description="Stop the sweep once trials have used this many worker-hours (GPU-hours with use_gpu)."
+    )
+
+
+class TuneSection(_Section):
+    num_samples: int = Field(8, ge=1, description="Trials to run (with grid search: repeats of the grid).")
+    metric: str = Field("eval_loss", description="Reported metric the search optimises.")
+    mode: Literal["min", "max"] = Field("min", description="Whether lower or higher metric is better.")
+    space: dict[str, SearchDimension] = Field(description="Dotted config key -> search dimension.")
+    search: Literal["optuna", "random", "grid"] = Field("optuna", description="Searcher (Optuna: TPE).")
+    seed: int = Field(0, description="Seed of the searcher.")
+    scheduler: SchedulerSection = Field(default_factory=SchedulerSection)
+    max_concurrent_trials: int | None = Field(
+        None, ge=1, description="Trials at once; default: as many as the cluster's CPUs (or GPUs) fit."
+    )
+    budget: BudgetSection = Field(default_factory=BudgetSection)
+
+    @field_validator("space")
+    @classmethod
+    def _searchable_keys(cls, value: dict[str, SearchDimension]) -> dict[str, SearchDimension]:
+        if not value:
+            raise ValueError("search at least one key")
+        for key in value:
+            if key.split(".")[0] in {"name", "run", "tune", "data", "model", "scaling"}:
+                raise ValueError(
+                    f"{key!r} cannot be searched: search method, train and eval keys (the data is prepared once per sweep)"
+                )
+        return value
+
+
 # ---------------------------------------------------------------------------- scaling & run
 
 
@@ -484,6 +562,26 @@ class ExperimentConfig(_Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     scaling: ScalingSection = Field(default_factory=ScalingSection)
     run: RunSection = Field(default_factory=RunSection)
+    tune: TuneSection | None = Field(None, description="Hyperparameter sweep (`rayft tune`).")
+
+    @model_validator(mode="after")
+    def _space_keys_exist(self) -> ExperimentConfig:
+        """Every searched key must take every value it can be given: validate the config with each
+        bound and choice applied (dimension by dimension, so the error names the key)."""
+        if self.tune is None:
+            return self
+        base = self.model_dump(mode="json", exclude={"tune"})
+        for key, dimension in self.tune.space.items():
+            values = [bound for kind in ("uniform", "loguniform", "int_range") for bound in getattr(dimension, kind) or ()]
+            values += list(dimension.choice or []) + list(dimension.grid or [])
+            for value in values:
+                raw = with_params(base, {**(dimension.when or {}), key: value})
+                try:
+                    ExperimentConfig.model_validate(raw)
+                except ValidationError as err:
+                    problem = _format_validation_error(err).partition(": ")[2]
+                    raise ValueError(f"tune.space.{key}: value {value!r} does not fit the config ({problem})") from None
+        return self
 
     @field_validator("name")
     @classmethod
@@ -506,6 +604,8 @@ class ExperimentConfig(_Section):
         reported = self.eval_keys
         if self.eval.metric_for_best not in reported:
             raise ValueError(f"eval.metric_for_best: {self.eval.metric_for_best!r} is not reported; choose one of {', '.join(reported)}")
+        if self.tune is not None and self.tune.metric not in reported:
+            raise ValueError(f"tune.metric: {self.tune.metric!r} is not reported; choose one of {', '.join(reported)}")
         stopping = self.train.early_stopping
         if stopping is not None:
             if stopping.metric not in reported:
@@ -565,6 +665,17 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return result
 
 
+def with_params(raw: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """`raw` with searched values set by dotted key (None: a conditional key that does not apply).
+    A new `method.type` starts its method section afresh: the old method's keys (a LoRA rank,
+    say) mean nothing to another method."""
+    result = copy.deepcopy(raw)
+    new_type = params.get("method.type")
+    if new_type is not None and result.get("method", {}).get("type") != new_type:
+        result["method"] = {"type": new_type}
+    return apply_overrides(result, [f"{key}={json.dumps(value)}" for key, value in sorted(params.items()) if value is not None])
+
+
 def _format_validation_error(err: ValidationError) -> str:
     lines = []
     for problem in err.errors():
@@ -577,7 +688,7 @@ def _format_validation_error(err: ValidationError) -> str:
             message = "unknown key"
         got = problem.get("input")
         suffix = "" if problem["type"] in {"extra_forbidden", "missing"} or isinstance(got, dict) else f" (got {got!r})"
-        lines.append(f"{key}: {message}{suffix}")
+        lines.append(f"{key}: {message}{suffix}" if problem["loc"] else f"{message}{suffix}")
     return "\n".join(lines)
 
 

@@ -110,7 +110,10 @@ def prepare_run_dir(config: ExperimentConfig, resume: bool) -> Path:
     return run_dir
 
 
-def _trainer(config: ExperimentConfig, settings: LoopSettings, datasets: dict[str, Any]) -> TorchTrainer:
+def build_trainer(
+    config: ExperimentConfig, settings: LoopSettings, datasets: dict[str, Any], callbacks: list[Any] | None = None
+) -> TorchTrainer:
+    """The TorchTrainer of one run; a sweep passes Tune's report callback."""
     score = config.eval.metric_for_best if "validation" in datasets else None
     return TorchTrainer(
         train_loop_per_worker,
@@ -120,6 +123,7 @@ def _trainer(config: ExperimentConfig, settings: LoopSettings, datasets: dict[st
             name=config.name,
             storage_path=str(config.run_dir.parent),
             failure_config=FailureConfig(max_failures=config.run.max_failures),
+            callbacks=callbacks,
             checkpoint_config=CheckpointConfig(
                 num_to_keep=config.run.num_checkpoints_to_keep,
                 checkpoint_score_attribute=score,
@@ -210,7 +214,7 @@ def _train_one(config: ExperimentConfig, address: str | None, resume: bool) -> T
         has_general="general" in datasets,
     )
     try:
-        result = _trainer(config, settings, datasets).fit()
+        result = build_trainer(config, settings, datasets).fit()
     except Exception as err:  # Ray wraps worker errors; keep the root cause readable
         raise TrainingFailed(f"training failed: {err}") from err
     if result.error is not None:

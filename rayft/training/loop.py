@@ -46,6 +46,13 @@ FAIL_AT_STEP_ENV = "RAYFT_FAIL_AT_STEP"
 so tests can prove that a restarted run resumes exactly."""
 
 
+NON_FINITE_LOSS = "non-finite loss"
+
+
+class NonFiniteLoss(FloatingPointError):
+    """The loss became NaN or inf: deterministic, so never worth a retry."""
+
+
 @dataclass(frozen=True)
 class LoopSettings:
     """What the driver resolved for the workers (paths that exist, the run directory)."""
@@ -261,8 +268,11 @@ def train_loop_per_worker(settings: dict[str, Any]) -> None:
 
             if progress.step % train_cfg.logging_steps == 0 or progress.step == max_steps:
                 elapsed = time.perf_counter() - window_start
+                window_loss = running_loss.item() / window_steps
+                if not math.isfinite(window_loss):
+                    raise NonFiniteLoss(f"{NON_FINITE_LOSS}: training loss is {window_loss} by step {progress.step}; lower train.lr or check the data")
                 record({
-                    "loss": running_loss.item() / window_steps,
+                    "loss": window_loss,
                     "lr": scheduler.get_last_lr()[0],
                     "tokens_per_s": window_tokens * world_size / max(elapsed, 1e-9),
                 })

@@ -15,7 +15,8 @@ def test_every_shipped_experiment_validates_and_starts_with_its_command(path: Pa
     config = load_config(path)
     assert isinstance(config, ExperimentConfig)
     first_line = path.read_text().splitlines()[0]
-    assert first_line == f"# rayft train experiments/{path.name}"
+    command = "tune" if config.tune is not None else "train"
+    assert first_line == f"# rayft {command} experiments/{path.name}"
 
 
 def test_overrides_set_nested_keys_and_parse_yaml_scalars(tmp_path: Path) -> None:

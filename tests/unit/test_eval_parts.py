@@ -200,3 +200,9 @@ def test_default_metrics_follow_the_format_and_general_adds_its_keys(tmp_path: P
     assert text.eval_keys == ["eval_loss", "perplexity", "general_eval_loss", "general_perplexity"]
     assert config_from_dict(tiny_experiment(tmp_path), ["eval.metric_for_best=rougeL", "eval.mode=max"]).eval.metric_for_best == "rougeL"
     assert EvalTask.from_config(text).context == MetricContext()
+
+
+def test_tune_metric_must_be_reported(tmp_path: Path) -> None:
+    raw = tiny_experiment(tmp_path) | {"tune": {"metric": "accuracy", "mode": "max", "space": {"train.lr": {"loguniform": [1e-4, 1e-2]}}}}
+    with pytest.raises(ConfigError, match="tune.metric: 'accuracy' is not reported; choose one of eval_loss"):
+        config_from_dict(raw)

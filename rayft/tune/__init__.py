@@ -1,0 +1,1 @@
+"""Hyperparameter sweeps: search spaces, the Tune run, budgets, the report."""

@@ -1,0 +1,211 @@
+"""`rayft tune` / `rayft.sweep`: Ray Tune over whole Ray Train runs.
+
+Each trial is a Tune function that builds and fits a TorchTrainer with the trial's config (the
+Train v2 pattern), reporting every evaluation to Tune through `TuneReportCallback` so that ASHA
+or the median rule can stop it early. The data is prepared once, on Ray Data, and shared by
+every trial. The sweep directory holds the Tune experiment (`tune/`, what `--resume` restores),
+one Train run per trial (`trials/<trial id>/`) and the report.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray
+import yaml
+from ray import tune
+from ray.tune.integration.ray_train import TuneReportCallback
+
+from rayft.config import ConfigError, ExperimentConfig, TuneSection, config_from_dict, to_yaml, with_params
+from rayft.data.pipeline import check_data_paths, label_set, prepare_datasets, read_general
+from rayft.data.report import write_report
+from rayft.models.loading import load_tokenizer, resolve_base_model, tokenizer_source
+from rayft.training.cluster import ensure_ray
+from rayft.training.evaluation import general_dataset
+from rayft.training.launch import CONFIG_FILE, as_config, build_trainer
+from rayft.training.loop import LoopSettings
+from rayft.tune.budget import BudgetStopper
+from rayft.tune.report import SWEEP_JSON, TrialRow, summarise_trials, write_sweep_report
+from rayft.tune.space import OptunaSpace, tune_space
+
+TUNE_DIR = "tune"
+TRIALS_DIR = "trials"
+BEST_CONFIG_FILE = "best_config.yaml"
+
+
+@dataclass
+class SweepResult:
+    sweep_dir: str
+    trials: list[TrialRow]
+    best_trial: str | None
+    best_metric: float | None
+    best_params: dict[str, Any]
+    best_config: str | None
+    """A ready-to-run experiment file with the best trial's values."""
+    best_checkpoint: str | None
+    wall_time_s: float
+    worker_hours: float
+    stopped_by_budget: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def run_trial(
+    params: dict[str, Any], base: dict[str, Any], datasets: dict[str, Any], base_model: str, tokenizer: str, trials_dir: str,
+    labels: list[str] | None = None,
+) -> None:
+    """One trial: the base experiment with the sampled values, fitted as a whole Train run.
+    A restored trial runs this again; the Train run of the same name resumes from its checkpoint."""
+    trial_id = tune.get_context().get_trial_id()
+    config = config_from_dict(with_params(base, params), [f"name={trial_id}", f"run.storage_path={json.dumps(trials_dir)}"])
+    run_dir = config.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / CONFIG_FILE).write_text(to_yaml(config))
+    settings = LoopSettings(
+        experiment=config.model_dump(mode="json"), base_model=base_model, tokenizer=tokenizer, run_dir=str(run_dir), has_validation=True,
+        labels=labels, has_general="general" in datasets,
+    )
+    build_trainer(config, settings, datasets, callbacks=[TuneReportCallback()]).fit()
+
+
+def _searcher(section: TuneSection, base: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """The search algorithm and the param_space Tune needs with it."""
+    if section.search == "optuna":
+        import optuna
+        from ray.tune.search.optuna import OptunaSearch
+
+        sampler = optuna.samplers.TPESampler(seed=section.seed)
+        return OptunaSearch(space=OptunaSpace(section, base), metric=section.metric, mode=section.mode, sampler=sampler), {}
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    return BasicVariantGenerator(random_state=section.seed), tune_space(section, base)
+
+
+def _scheduler(section: TuneSection) -> Any:
+    spec = section.scheduler
+    if spec.type == "asha":
+        return tune.schedulers.ASHAScheduler(
+            time_attr=spec.time_attr, grace_period=spec.grace_period, reduction_factor=spec.reduction_factor,
+            max_t=spec.max_t or 10**9,
+        )
+    if spec.type == "median":
+        return tune.schedulers.MedianStoppingRule(time_attr=spec.time_attr, grace_period=spec.grace_period, min_samples_required=2)
+    return None
+
+
+def trial_cpus(config: ExperimentConfig) -> float:
+    """What a trial holds: its own function (1 CPU) plus its Train workers."""
+    return 1 + config.scaling.num_workers * config.scaling.cpus_per_worker
+
+
+def concurrent_trials(config: ExperimentConfig, resources: dict[str, float]) -> int:
+    """As many trials as the cluster fits at once, so none waits on resources it cannot get."""
+    section = config.tune
+    assert section is not None
+    if section.max_concurrent_trials is not None:
+        return section.max_concurrent_trials
+    fits = math.floor(resources.get("CPU", 1) / trial_cpus(config))
+    if config.scaling.use_gpu:
+        fits = min(fits, math.floor(resources.get("GPU", 0) / config.scaling.num_workers))
+    return max(1, fits)
+
+
+def sweep(
+    config: ExperimentConfig | str | Path | dict[str, Any],
+    overrides: list[str] | None = None,
+    address: str | None = None,
+    resume: bool = False,
+) -> SweepResult:
+    """Search the `tune.space` of the experiment; returns the trial table, the best config (also
+    written as an experiment file) and the best checkpoint."""
+    started = time.time()
+    config = as_config(config, overrides)
+    section = config.tune
+    if section is None:
+        raise ConfigError("tune: the experiment has no tune section (num_samples, metric, space, ...)")
+    if config.data.split.val == 0 and not config.data.validation:
+        raise ConfigError("data.split.val: a sweep needs a validation split to compare trials on")
+    sweep_dir = config.run_dir
+    tune_path = sweep_dir / TUNE_DIR
+    if tune_path.exists() and not resume:
+        raise ConfigError(f"name: {sweep_dir} already holds a sweep; pass --resume to continue it or pick another name")
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    (sweep_dir / CONFIG_FILE).write_text(to_yaml(config))
+
+    check_data_paths(config.data)
+    base_model = resolve_base_model(config.model, sweep_dir)
+    tokenizer_path = tokenizer_source(config.model, base_model)
+    load_tokenizer(tokenizer_path, config.model.trust_remote_code)
+    general_rows = read_general(config, sweep_dir)  # the forgetting monitor's set, checked before Ray
+    ensure_ray(address, trial_cpus(config), dashboard=True)  # Train inside Tune trials needs the dashboard
+    prepared = prepare_datasets(config, tokenizer_path, sweep_dir)
+    write_report(config, prepared.counts, prepared.stats, sweep_dir)
+    datasets = {name: prepared.datasets[name] for name in ("train", "validation") if name in prepared.datasets}
+    general = general_dataset(config, general_rows, tokenizer_path)
+    if general is not None:
+        datasets["general"] = general
+
+    base = config.model_dump(mode="json", exclude={"tune"})
+    trainable = tune.with_resources(
+        tune.with_parameters(
+            run_trial, base=base, datasets=datasets, base_model=base_model, tokenizer=tokenizer_path,
+            trials_dir=str(sweep_dir / TRIALS_DIR), labels=label_set(prepared.stats, config.data),
+        ),
+        {"CPU": 1},
+    )
+    stopper = BudgetStopper(section.budget, config.scaling.num_workers, sweep_dir)
+    if resume and tune.Tuner.can_restore(str(tune_path)):
+        tuner = tune.Tuner.restore(str(tune_path), trainable=trainable, resume_unfinished=True, resume_errored=False)
+    else:
+        search_alg, param_space = _searcher(section, base)
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space,
+            tune_config=tune.TuneConfig(
+                metric=section.metric, mode=section.mode, num_samples=section.num_samples, search_alg=search_alg,
+                scheduler=_scheduler(section), max_concurrent_trials=concurrent_trials(config, ray.cluster_resources()),
+            ),
+            run_config=tune.RunConfig(name=TUNE_DIR, storage_path=str(sweep_dir), stop=stopper, verbose=1),
+        )
+    grid = tuner.fit()
+    return _finish(config, grid, sweep_dir, started)
+
+
+def _finish(config: ExperimentConfig, grid: Any, sweep_dir: Path, started: float) -> SweepResult:
+    section = config.tune
+    assert section is not None
+    budget_stop = BudgetStopper.fired_at(sweep_dir)
+    trials = summarise_trials(grid, section, config.scaling.num_workers, budget_stop)
+    finished = [t for t in trials if t.best_metric is not None]
+    pick = min if section.mode == "min" else max
+    best = pick(finished, key=lambda t: t.best_metric) if finished else None
+    best_config = None
+    if best is not None:
+        best_config = str(sweep_dir / BEST_CONFIG_FILE)
+        _write_best_config(config, best.params, Path(best_config))
+    result = SweepResult(
+        sweep_dir=str(sweep_dir),
+        trials=trials,
+        best_trial=best.trial_id if best else None,
+        best_metric=best.best_metric if best else None,
+        best_params=best.params if best else {},
+        best_config=best_config,
+        best_checkpoint=best.best_checkpoint if best else None,
+        wall_time_s=round(time.time() - started, 1),
+        worker_hours=round(sum(t.worker_hours for t in trials), 4),
+        stopped_by_budget=budget_stop is not None,
+    )
+    result.notes = write_sweep_report(result, section, sweep_dir)
+    (sweep_dir / SWEEP_JSON).write_text(json.dumps(asdict(result), indent=2, default=str) + "\n")
+    return result
+
+
+def _write_best_config(config: ExperimentConfig, params: dict[str, Any], path: Path) -> None:
+    best = config_from_dict(with_params(config.model_dump(mode="json", exclude={"tune"}), params), [f"name={config.name}-best"])
+    raw = best.model_dump(mode="json", exclude={"tune"})
+    header = f"# rayft train {path}\n# The best trial of sweep {config.name!r}: {json.dumps(params)}\n"
+    path.write_text(header + yaml.safe_dump(raw, sort_keys=False))
