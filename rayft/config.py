@@ -303,6 +303,20 @@ class _AnyKey(dict):
 # ---------------------------------------------------------------------------- train
 
 
+class EarlyStoppingConfig(_Section):
+    """Stop after `patience` evaluations in a row without improvement.
+
+    Improvement means better than the best so far by more than `min_delta` in the direction of
+    `mode`; a worse (or barely better) value never replaces the best. Evaluations during training
+    count (every train.eval_steps), the one before training does not.
+    """
+
+    metric: str = Field("eval_loss", description="Reported validation metric to watch (eval_loss, accuracy, rougeL, ...).")
+    mode: Literal["min", "max"] = Field("min", description="Whether lower (min) or higher (max) values are better.")
+    patience: int = Field(3, ge=1, description="Evaluations without improvement before stopping.")
+    min_delta: float = Field(0.0, ge=0, description="How much better a value must be to count as an improvement.")
+
+
 class TrainConfig(_Section):
     epochs: float = Field(1.0, gt=0, description="Passes over the training split (fractions allowed).")
     max_steps: int | None = Field(
@@ -327,26 +341,133 @@ class TrainConfig(_Section):
         100, ge=1, description="Checkpoint every N steps (a final checkpoint is always written)."
     )
     backend: Literal["torch"] = Field("torch", description="Training engine: torch DDP.")
+    early_stopping: EarlyStoppingConfig | None = Field(
+        None, description="Stop when a validation metric stops improving (needs a validation split)."
+    )
 
 
 # ---------------------------------------------------------------------------- eval
 
 
+@dataclass(frozen=True)
+class MetricSpec:
+    """A metric users can name in eval.metrics: what it needs and the keys it reports.
+
+    kind: "loss" (from the validation loss), "generation" (answers generated from the prompt and
+    compared with the reference), "classification" (labels predicted within the label set).
+    The implementations live in rayft.evaluate.registry; config only knows the names.
+    """
+
+    kind: Literal["loss", "generation", "classification"]
+    keys: tuple[str, ...]
+    description: str
+
+
+METRICS: dict[str, MetricSpec] = {
+    "perplexity": MetricSpec("loss", ("perplexity",), "exp(eval_loss)"),
+    "exact_match": MetricSpec("generation", ("exact_match",), "SQuAD-normalised exact match (0-1), best over references"),
+    "f1": MetricSpec("generation", ("f1",), "SQuAD token F1 (0-1), best over references"),
+    "bleu": MetricSpec("generation", ("bleu",), "sacrebleu corpus BLEU (0-100), multi-reference"),
+    "chrf": MetricSpec("generation", ("chrf",), "sacrebleu corpus chrF (0-100), multi-reference"),
+    "rouge": MetricSpec(
+        "generation", ("rouge1", "rouge2", "rougeL", "rougeLsum"),
+        "rouge-score F-measures (0-1), mean over examples; rougeLsum splits sentences at newlines",
+    ),
+    "bertscore": MetricSpec(
+        "generation", ("bertscore_precision", "bertscore_recall", "bertscore_f1"),
+        "BERTScore with the local encoder in eval.bertscore.model (0-1)",
+    ),
+    "accuracy": MetricSpec("classification", ("accuracy",), "share of correctly predicted labels"),
+    "f1_macro": MetricSpec("classification", ("f1_macro",), "F1 averaged over labels"),
+    "f1_micro": MetricSpec("classification", ("f1_micro",), "F1 over all predictions"),
+    "precision_macro": MetricSpec("classification", ("precision_macro",), "precision averaged over labels"),
+    "recall_macro": MetricSpec("classification", ("recall_macro",), "recall averaged over labels"),
+}
+
+DEFAULT_METRICS: dict[str, tuple[str, ...]] = {
+    "instruction": ("perplexity", "exact_match", "rouge"),
+    "qa": ("perplexity", "exact_match", "f1"),
+    "classification": ("accuracy", "f1_macro", "f1_micro", "precision_macro", "recall_macro"),
+    "summarization": ("perplexity", "rouge"),
+    "text": ("perplexity",),
+    "chat": ("perplexity", "rouge", "bleu"),
+}
+"""eval.metrics when unset, per data.format."""
+
+GENERAL_KEYS = ("general_eval_loss", "general_perplexity")
+
+
 class GenerateConfig(_Section):
     max_new_tokens: int = Field(32, ge=1, description="Longest generated answer.")
+    num_beams: int = Field(1, ge=1, description="1: greedy decoding; more: beam search with this many beams.")
+
+
+class BertScoreConfig(_Section):
+    model: str = Field(description="Local directory of a Hugging Face encoder (e.g. a MiniLM or RoBERTa); nothing is downloaded.")
+    layer: int | None = Field(
+        None, ge=1, description="Hidden layer whose token embeddings are matched; default the last."
+    )
+    batch_size: int = Field(32, ge=1, description="Sentences per encoder batch.")
+
+
+class GeneralEvalConfig(_Section):
+    """A general held-out set evaluated next to the task set: its loss rising shows forgetting."""
+
+    files: str | list[str] = Field(description="Paths or globs of the general set (any reader format).")
+    format: Literal["instruction", "qa", "classification", "summarization", "text", "chat"] = Field(
+        "text", description="Task format of the general set (its loss covers what that format trains)."
+    )
+    fields: dict[str, str] = Field(default_factory=dict, description="Column name per role where it differs.")
+
+    @field_validator("files")
+    @classmethod
+    def _non_empty_files(cls, value: str | list[str]) -> str | list[str]:
+        if value == "" or value == []:
+            raise ValueError("must name at least one file")
+        return value
 
 
 class EvalConfig(_Section):
-    metrics: list[Literal["perplexity", "exact_match"]] = Field(
-        default_factory=lambda: ["perplexity", "exact_match"],
-        description="Validation metrics; eval_loss is always computed.",
+    metrics: list[str] | None = Field(
+        None,
+        description=(
+            "Validation metrics (names in rayft.config.METRICS); unset: the defaults of data.format "
+            "(DEFAULT_METRICS). eval_loss is always computed."
+        ),
     )
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
-    max_generate_examples: int = Field(
-        64, ge=1, description="Validation examples answered by generation for exact_match."
+    max_generate_examples: int | None = Field(
+        64, ge=1, description="Validation examples answered (by generation or label scoring) per evaluation; null: all."
+    )
+    bertscore: BertScoreConfig | None = Field(None, description="Encoder for the bertscore metric.")
+    general: GeneralEvalConfig | None = Field(
+        None, description="General held-out set for the forgetting monitor (general_eval_loss, general_perplexity)."
     )
     metric_for_best: str = Field("eval_loss", description="Reported metric that ranks checkpoints.")
     mode: Literal["min", "max"] = Field("min", description="Whether lower or higher metric_for_best is better.")
+    test_at_end: bool = Field(
+        True,
+        description=(
+            "When the data has a test split, evaluate the best checkpoint on it once after training "
+            "(a short second Ray Train run; the result goes to result.json and eval_test.json/.md)."
+        ),
+    )
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return value
+        unknown = [name for name in value if name not in METRICS]
+        if unknown:
+            raise ValueError(f"unknown metric {unknown[0]!r}; valid metrics: {', '.join(METRICS)}")
+        return list(dict.fromkeys(value))
+
+    @field_validator("general", mode="before")
+    @classmethod
+    def _files_shorthand(cls, value: Any) -> Any:
+        """`eval.general: path` (or a list of paths) means plain text files."""
+        return {"files": value} if isinstance(value, (str, list)) else value
 
 
 # ---------------------------------------------------------------------------- tune
@@ -483,6 +604,45 @@ class ExperimentConfig(_Section):
             raise ValueError(f"must be a plain directory name, got {value!r}")
         return value
 
+    @model_validator(mode="after")
+    def _metrics_fit_the_task(self) -> ExperimentConfig:
+        """Metrics must suit data.format; metric_for_best and early_stopping.metric must be reported."""
+        for name in self.metric_names:
+            kind = METRICS[name].kind
+            if kind == "classification" and self.data.format != "classification":
+                raise ValueError(f"eval.metrics: {name!r} needs data.format classification (got {self.data.format!r})")
+            if kind == "generation" and self.data.format == "text":
+                raise ValueError(f"eval.metrics: {name!r} compares answers with references; data.format 'text' has none")
+        if "bertscore" in self.metric_names and self.eval.bertscore is None:
+            raise ValueError("eval.bertscore: the bertscore metric needs eval.bertscore.model (a local encoder directory)")
+        reported = self.eval_keys
+        if self.eval.metric_for_best not in reported:
+            raise ValueError(f"eval.metric_for_best: {self.eval.metric_for_best!r} is not reported; choose one of {', '.join(reported)}")
+        if self.tune is not None and self.tune.metric not in reported:
+            raise ValueError(f"tune.metric: {self.tune.metric!r} is not reported; choose one of {', '.join(reported)}")
+        stopping = self.train.early_stopping
+        if stopping is not None:
+            if stopping.metric not in reported:
+                raise ValueError(f"train.early_stopping.metric: {stopping.metric!r} is not reported; choose one of {', '.join(reported)}")
+            if not self.has_validation or self.train.eval_steps is None:
+                raise ValueError("train.early_stopping: needs a validation split (data.split.val, data.validation or data.kfold) and train.eval_steps")
+        return self
+
+    @property
+    def metric_names(self) -> list[str]:
+        """eval.metrics, or the defaults of data.format."""
+        return list(self.eval.metrics if self.eval.metrics is not None else DEFAULT_METRICS[self.data.format])
+
+    @property
+    def eval_keys(self) -> list[str]:
+        """Every metric an evaluation reports (eval_loss first)."""
+        keys = ["eval_loss", *(key for name in self.metric_names for key in METRICS[name].keys)]
+        return keys + list(GENERAL_KEYS) if self.eval.general is not None else keys
+
+    @property
+    def has_validation(self) -> bool:
+        return bool(self.data.validation) or self.data.split.val > 0 or self.data.kfold is not None
+
     @property
     def run_dir(self) -> Path:
         return Path(self.run.storage_path).expanduser().resolve() / self.name
@@ -534,13 +694,16 @@ def _format_validation_error(err: ValidationError) -> str:
     lines = []
     for problem in err.errors():
         loc = problem["loc"]
-        key = ".".join(str(part) for i, part in enumerate(loc) if not _is_union_tag(loc, i)) or "<root>"
+        key = ".".join(str(part) for i, part in enumerate(loc) if not _is_union_tag(loc, i))
         message = problem["msg"].removeprefix("Value error, ")
+        if not key:  # checks across sections name their keys themselves
+            lines.append(message)
+            continue
         if problem["type"] == "extra_forbidden":
             message = "unknown key"
         got = problem.get("input")
         suffix = "" if problem["type"] in {"extra_forbidden", "missing"} or isinstance(got, dict) else f" (got {got!r})"
-        lines.append(f"{key}: {message}{suffix}" if problem["loc"] else f"{message}{suffix}")
+        lines.append(f"{key}: {message}{suffix}")
     return "\n".join(lines)
 
 

@@ -36,7 +36,7 @@ QUARANTINE_FILE = "quarantine.jsonl"
 SUMMARY_FILE = "data_summary.json"
 MIXED_OUT = "mixed_out"
 SPLITS = (TRAIN, VAL, TEST)
-TRAINING_COLUMNS = ["order", "input_ids", "labels", "prompt_len", "reference"]
+TRAINING_COLUMNS = ["order", "input_ids", "labels", "prompt_len", "reference", "alternatives"]
 AUGMENT_INPUT_COLUMNS = ["source", "line", "entry", "file_index", "copy", "record"]
 
 
@@ -337,3 +337,53 @@ def _finish(
     if counts.splits.get(TRAIN, 0) == 0:
         raise DataError(f"data.train: no training rows left after filtering ({counts.filtered}); see {run_dir / SUMMARY_FILE}")
     return PreparedData(datasets, counts, stats)
+
+
+# ---------------------------------------------------------------------------- evaluation inputs
+
+
+def label_set(stats: pd.DataFrame, data: DataConfig) -> list[str] | None:
+    """Sorted distinct labels of the training split's input rows (classification; None otherwise),
+    from the per-row facts of prepare_datasets, so training and `rayft eval` agree on it."""
+    if data.format != "classification":
+        return None
+    train = stats[(stats["split"] == TRAIN) & (stats["copy"] == 0)]
+    return sorted({str(label) for label in train["label"] if label != ""})
+
+
+GENERAL_QUARANTINE_FILE = "general_quarantine.jsonl"
+
+
+def general_data_config(config: ExperimentConfig) -> DataConfig | None:
+    """eval.general read as its own format, with the task's max_length; long rows are truncated
+    (a general set is there to be scored, not trained on)."""
+    general = config.eval.general
+    if general is None:
+        return None
+    return DataConfig(
+        train=general.files, format=general.format, fields=general.fields, max_length=config.data.max_length,
+        overlength="truncate", max_bad_fraction=config.data.max_bad_fraction,
+    )
+
+
+def read_general(config: ExperimentConfig, run_dir: Path) -> list[dict[str, Any]]:
+    """Validated rows of the forgetting monitor's general set (eval.general), read in-process
+    (a held-out set small enough for the driver); bad rows go to general_quarantine.jsonl, and
+    too many of them stop the run like bad training data."""
+    data = general_data_config(config)
+    if data is None:
+        return []
+    rows = [row for item in source_files(data.train, "eval.general.files") for row in validated_rows(item, data)]
+    keys = pd.DataFrame(rows, columns=ROW_COLUMNS)
+    problems = [row for row in rows if row["reason"]]
+    quarantine = run_dir / GENERAL_QUARANTINE_FILE
+    _write_quarantine(problems, quarantine)
+    _check_usable(keys, problems[0] if problems else None, "eval.general.files", data, quarantine)
+    return [row for row in rows if not row["reason"]]
+
+
+def tokenize_rows(rows: list[dict[str, Any]], data: DataConfig, tokenizer_path: str) -> ray.data.Dataset:
+    """Validated rows (ROW_COLUMNS) tokenized on Ray Data as training tokenizes a split; rows that
+    cannot be used are left out. Needs a running Ray."""
+    dataset = ray.data.from_items(rows, override_num_blocks=max(1, min(8, len(rows) // 512)))
+    return _kept(dataset.map_batches(_TokenizeBatch(tokenizer_path, data), batch_format="pandas").materialize())

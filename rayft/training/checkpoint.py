@@ -37,6 +37,8 @@ class Progress:
     step: int = 0
     epoch: int = 0
     micro_batch: int = 0
+    early_stopping: dict[str, Any] | None = None
+    """EarlyStopping.state_dict() after the last evaluation, so a resumed run stops where it would have."""
 
 
 def rng_state() -> dict[str, Any]:

@@ -32,7 +32,8 @@ from rayft.config import ExperimentConfig, TrainConfig, total_warmup_steps
 from rayft.data.batching import Example, collate, epoch_batches, load_examples, micro_batches_per_epoch
 from rayft.data.packing import pack_examples
 from rayft.data.tokenize import IGNORE_INDEX
-from rayft.evaluate.validation import evaluate_validation
+from rayft.evaluate.early_stopping import EarlyStopping
+from rayft.evaluate.validation import EvalTask, evaluate_split
 from rayft.models.loading import load_causal_lm, load_tokenizer
 from rayft.models.methods import apply_method, count_parameters
 from rayft.tracking.metrics_log import METRICS_FILE, MetricsLog
@@ -62,6 +63,10 @@ class LoopSettings:
     run_dir: str
     has_validation: bool
     fail_at_step: int = 0
+    labels: list[str] | None = None
+    """Classification label set (sorted labels of the training split)."""
+    has_general: bool = False
+    """A general held-out set (eval.general) is passed as dataset 'general' (forgetting monitor)."""
 
 
 def seed_everything(seed: int) -> None:
@@ -176,6 +181,7 @@ def train_loop_per_worker(settings: dict[str, Any]) -> None:
     val_examples: list[Example] = (
         load_examples(ray.train.get_dataset_shard("validation").iter_rows()) if loop.has_validation else []
     )
+    general_examples = load_examples(ray.train.get_dataset_shard("general").iter_rows()) if loop.has_general else []
     packing_stats = None
     if config.data.packing:
         train_examples, packing_stats = pack_examples(train_examples, config.data.max_length)
@@ -204,12 +210,19 @@ def train_loop_per_worker(settings: dict[str, Any]) -> None:
     else:
         seed_everything(train_cfg.seed + rank)  # distinct dropout noise per rank
     fail_at = loop.fail_at_step if checkpoint is None else 0
+    stopping = train_cfg.early_stopping
+    stopper = None if stopping is None else (
+        EarlyStopping.from_state(progress.early_stopping) if progress.early_stopping
+        else EarlyStopping(stopping.metric, stopping.mode, stopping.patience, stopping.min_delta)
+    )
     log = MetricsLog(Path(loop.run_dir) / METRICS_FILE) if rank == 0 else None
     if log is not None:
         log.truncate_after(progress.step)
 
+    eval_task = EvalTask.from_config(config, loop.labels)
+
     def evaluate() -> dict[str, float]:
-        return evaluate_validation(model, tokenizer, val_examples, config.eval, train_cfg.batch_size, rank, world_size)
+        return evaluate_split(model, tokenizer, val_examples, eval_task, train_cfg.batch_size, rank, world_size, general_examples).metrics
 
     def record(metrics: dict[str, Any]) -> None:
         if log is not None:
@@ -232,9 +245,10 @@ def train_loop_per_worker(settings: dict[str, Any]) -> None:
     running_loss = torch.zeros((), device=device)
     window_tokens, window_steps, window_start = 0, 0, time.perf_counter()
     last_eval: dict[str, float] = {}
-    while progress.step < max_steps:
+    stop = False
+    while progress.step < max_steps and not stop:
         batches = epoch_batches(len(train_examples), train_cfg.batch_size, world_size, rank, train_cfg.seed, progress.epoch)
-        while progress.micro_batch < len(batches) and progress.step < max_steps:
+        while progress.micro_batch < len(batches) and progress.step < max_steps and not stop:
             group = batches[progress.micro_batch : progress.micro_batch + train_cfg.grad_accum]
             collated = [collate([train_examples[i] for i in ids], tokenizer.pad_token_id) for ids in group]
             window_tokens += sum(len(train_examples[i].input_ids) for ids in group for i in ids)
@@ -273,8 +287,14 @@ def train_loop_per_worker(settings: dict[str, Any]) -> None:
             if do_eval:
                 last_eval = evaluate()
                 record(last_eval)
+            if do_eval and stopper is not None:  # same values on every rank: every rank stops here
+                stop = stopper.update(progress.step, last_eval)
+                progress.early_stopping = stopper.state_dict()
+                save = save or stop  # the state training stopped in is kept
             if do_eval or save:
                 _report({"step": progress.step, "epoch": round(progress.step / steps_per_epoch, 4), **last_eval}, save, rank, model, tokenizer, optimizer, scheduler, progress)
+            if stop and stopper is not None:
+                record({"stop_reason": "early_stopping", "early_stopping": stopper.state_dict()})
             if fail_at and progress.step == fail_at and rank == 0:
                 raise RuntimeError(f"{FAIL_AT_STEP_ENV}={fail_at}: injected failure after step {fail_at}")
     if bar is not None:
