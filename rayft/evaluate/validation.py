@@ -3,10 +3,16 @@
 Each worker handles every world-th example and contributes sums (loss over tokens, token
 counts, matches, examples); the sums are all-reduced, so the result is exact regardless of how
 unevenly the examples divide (no means of means).
+
+Under DeepSpeed ZeRO-3 each forward pass gathers the weights from every rank, so all ranks must
+run the same passes: the ranks with one example fewer add an uncounted one (no trained tokens,
+answer discarded), and generate() keeps stepping until every rank is done.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Sequence
 
 import torch
@@ -14,12 +20,22 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedTokenizerBase
+from transformers.integrations import is_deepspeed_zero3_enabled
 
 from rayft.config import EvalConfig
 from rayft.data.tokenize import IGNORE_INDEX
 from rayft.evaluate.generation import generate_answers
 from rayft.evaluate.metrics import exact_match, perplexity
 from rayft.data.batching import Example, collate
+
+
+def _in_lockstep(mine: list[Example], shared: Sequence[Example], world_size: int) -> list[Example]:
+    """This rank's share of `shared`, padded to ceil(len(shared) / world_size) with uncounted
+    copies when ranks must run the same forward passes (ZeRO-3); unchanged otherwise."""
+    if world_size == 1 or not shared or not is_deepspeed_zero3_enabled():
+        return mine
+    filler = dataclasses.replace(shared[0], labels=[IGNORE_INDEX] * len(shared[0].labels))
+    return mine + [filler] * (math.ceil(len(shared) / world_size) - len(mine))
 
 
 def _all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
@@ -43,7 +59,7 @@ def evaluate_validation(
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    mine = list(examples[rank::world_size])
+    mine = _in_lockstep(list(examples[rank::world_size]), examples, world_size)
     loss_sum, token_count = 0.0, 0.0
     for start in range(0, len(mine), batch_size):
         batch = collate(mine[start : start + batch_size], tokenizer.pad_token_id, device)
@@ -58,15 +74,17 @@ def evaluate_validation(
     matches, answered = 0.0, 0.0
     if "exact_match" in eval_config.metrics:
         answerable = [example for example in examples if example.reference and example.prompt_len > 0]
-        chosen = answerable[: eval_config.max_generate_examples][rank::world_size]
-        generator = getattr(model, "module", model)  # unwrap DDP; peft models generate themselves
+        candidates = answerable[: eval_config.max_generate_examples]
+        chosen = candidates[rank::world_size]
+        prompts = _in_lockstep(chosen, candidates, world_size)
+        generator = getattr(model, "module", model)  # unwrap DDP/DeepSpeed; peft models generate themselves
         answers = generate_answers(
             generator,
             tokenizer,
-            [example.input_ids[: example.prompt_len] for example in chosen],
+            [example.input_ids[: example.prompt_len] for example in prompts],
             eval_config.generate.max_new_tokens,
             batch_size,
-        )
+        )[: len(chosen)]
         matches = float(sum(exact_match(answer, example.reference) for answer, example in zip(answers, chosen)))
         answered = float(len(chosen))
 

@@ -27,6 +27,7 @@ from rayft.tracking.metrics_log import METRICS_FILE, read_metrics
 from rayft.tracking.plots import plot_loss_curves
 from rayft.tracking.summary import SHOWN, before_after_table
 from rayft.training.cluster import ensure_ray
+from rayft.training.deepspeed_config import build_deepspeed_config, write_deepspeed_config
 from rayft.training.loop import FAIL_AT_STEP_ENV, LoopSettings, train_loop_per_worker
 
 CONFIG_FILE = "config.yaml"
@@ -176,8 +177,11 @@ def _train_folds(config: ExperimentConfig, address: str | None, resume: bool) ->
 
 def _train_one(config: ExperimentConfig, address: str | None, resume: bool) -> TrainResult:
     started = time.time()
+    deepspeed_config = build_deepspeed_config(config) if config.train.backend == "deepspeed" else None
     run_dir = prepare_run_dir(config, resume)
     check_data_paths(config.data)
+    if deepspeed_config is not None:
+        write_deepspeed_config(deepspeed_config, run_dir)
     base_model = resolve_base_model(config.model, run_dir)
     tokenizer_path = tokenizer_source(config.model, base_model)
     tokenizer = load_tokenizer(tokenizer_path, config.model.trust_remote_code)
@@ -196,6 +200,7 @@ def _train_one(config: ExperimentConfig, address: str | None, resume: bool) -> T
         run_dir=str(run_dir),
         has_validation=prepared.validation is not None,
         fail_at_step=int(os.environ.get(FAIL_AT_STEP_ENV, "0")),
+        deepspeed_config=deepspeed_config,
     )
     try:
         result = _trainer(config, settings, datasets).fit()
