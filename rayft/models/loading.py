@@ -120,8 +120,8 @@ def load_causal_lm(path: str, trust_remote_code: bool = False, attn_implementati
 def enable_gradient_checkpointing(model: PreTrainedModel) -> None:
     """Recompute each block's activations in the backward pass instead of keeping them.
 
-    Non-reentrant checkpointing: gradients reach adapters inside a block even when the block's
-    inputs do not require grad (frozen embeddings under LoRA), without peft's input hooks.
+    Non-reentrant checkpointing (PyTorch's recommended mode): gradients reach adapters inside a
+    block even when its inputs do not require grad (frozen embeddings under LoRA) without input hooks.
     """
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 

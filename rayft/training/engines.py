@@ -275,6 +275,9 @@ def create_engine(config: ExperimentConfig, model: nn.Module, max_steps: int, ds
 
     device = ray.train.torch.get_device()
     precision = resolve_precision(config.train.precision, device)
+    if _rank() == 0:
+        zero = f" ZeRO-{config.train.deepspeed.stage}" if config.train.deepspeed is not None else ""
+        logger.info("engine: %s%s, precision %s, on %s", config.train.backend, zero, precision, device.type)
     if config.train.backend == "deepspeed":
         assert ds_config is not None, "the driver builds the DeepSpeed config"
         return DeepSpeedEngine(model.to(device), config.train, max_steps, ds_config, device, precision)

@@ -21,7 +21,7 @@ from rayft.models.loading import load_causal_lm, resolve_base_model
 from rayft.models.methods import apply_method
 from rayft.training.checkpoint import MARKER_FILE, IncompleteCheckpointError, Progress, read_marker, rng_state
 from rayft.training.deepspeed_config import build_deepspeed_config
-from rayft.training.engines import DEEPSPEED_DIR, DeepSpeedEngine, Engine, TorchDDPEngine
+from rayft.training.engines import DEEPSPEED_DIR, DeepSpeedEngine, Engine, TorchDDPEngine, resolve_precision
 from rayft.training.loop import forward_backward
 from tests.conftest import tiny_experiment
 
@@ -181,4 +181,21 @@ def test_a_shard_missing_from_a_deepspeed_checkpoint_is_refused(tmp_path: Path, 
     shard.unlink()
     with pytest.raises(IncompleteCheckpointError, match="missing or incomplete"):
         engine.restore(directory, rank=0, world_size=1)
+    _release(engine)
+
+
+def test_deepspeed_bf16_trains_bf16_weights_on_cpu_and_fp16_falls_back(tmp_path: Path, base: str, byte_tokenizer: ByT5Tokenizer) -> None:
+    repeated = _steps(byte_tokenizer, 1) * 5  # one step's batches again and again: the loss must fall
+    engine = _deepspeed(base, "full", _experiment(tmp_path, 2, precision="bf16"))
+    assert {p.dtype for p in engine.unwrapped.parameters()} == {torch.bfloat16}
+    trace = _train(engine, repeated)
+    assert trace[-1][0] < trace[0][0] - 1.0
+    _release(engine)
+
+    config = _experiment(tmp_path, 2, precision="fp16")
+    engine = DeepSpeedEngine(_model(base, "full"), config.train, 6, build_deepspeed_config(config), CPU, resolve_precision("fp16", CPU))
+    assert engine.precision == "fp32" and engine.config["fp16"]["enabled"] is False
+    assert {p.dtype for p in engine.unwrapped.parameters()} == {torch.float32}
+    trace = _train(engine, repeated)
+    assert trace[-1][0] < trace[0][0] - 1.0
     _release(engine)
