@@ -72,6 +72,13 @@ class ModelConfig(_Section):
         None, description="Tokenizer id or path; defaults to the model's (byte-level for tiny)."
     )
     trust_remote_code: bool = Field(False, description="Allow model code from the hub.")
+    attn_implementation: Literal["sdpa", "eager"] | None = Field(
+        None,
+        description=(
+            "Attention kernel: 'sdpa' (PyTorch's fused scaled_dot_product_attention) or 'eager'; "
+            "unset lets transformers choose (sdpa wherever the architecture supports it)."
+        ),
+    )
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> ModelConfig:
@@ -317,6 +324,44 @@ class EarlyStoppingConfig(_Section):
     min_delta: float = Field(0.0, ge=0, description="How much better a value must be to count as an improvement.")
 
 
+class DeepSpeedSection(_Section):
+    """DeepSpeed ZeRO settings; rayft writes the rest of the DeepSpeed config from the experiment."""
+
+    stage: Literal[0, 1, 2, 3] = Field(
+        2,
+        description=(
+            "ZeRO stage: 0 plain data parallel, 1 shards optimizer state across workers, "
+            "2 also gradients, 3 also the parameters."
+        ),
+    )
+    offload_optimizer: bool = Field(
+        False, description="Keep optimizer state in CPU memory and step it there (ZeRO stage 1-3)."
+    )
+    offload_params: bool = Field(False, description="Keep parameters in CPU memory between uses (ZeRO stage 3).")
+    config: str | None = Field(
+        None,
+        description=(
+            "Path to a DeepSpeed JSON merged with what rayft writes; a key that contradicts the "
+            "experiment (batch size, accumulation, clipping, precision, ZeRO stage, optimizer, scheduler) is an error."
+        ),
+    )
+
+    @field_validator("offload_optimizer")
+    @classmethod
+    def _optimizer_offload_needs_sharding(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and info.data.get("stage") == 0:
+            raise ValueError("needs ZeRO stage 1, 2 or 3 (train.deepspeed.stage is 0)")
+        return value
+
+    @field_validator("offload_params")
+    @classmethod
+    def _param_offload_needs_stage_3(cls, value: bool, info: ValidationInfo) -> bool:
+        stage = info.data.get("stage")
+        if value and stage is not None and stage != 3:
+            raise ValueError(f"needs ZeRO stage 3, where parameters are sharded (train.deepspeed.stage is {stage})")
+        return value
+
+
 class TrainConfig(_Section):
     epochs: float = Field(1.0, gt=0, description="Passes over the training split (fractions allowed).")
     max_steps: int | None = Field(
@@ -340,10 +385,35 @@ class TrainConfig(_Section):
     save_steps: int | None = Field(
         100, ge=1, description="Checkpoint every N steps (a final checkpoint is always written)."
     )
-    backend: Literal["torch"] = Field("torch", description="Training engine: torch DDP.")
+    backend: Literal["torch", "deepspeed"] = Field(
+        "torch", description="Training engine: torch DDP, or DeepSpeed ZeRO (see train.deepspeed)."
+    )
+    deepspeed: DeepSpeedSection | None = Field(
+        None, validate_default=True, description="DeepSpeed settings (backend deepspeed only; default ZeRO stage 2)."
+    )
+    precision: Literal["bf16", "fp16", "fp32"] = Field(
+        "fp32",
+        description=(
+            "Compute precision: bf16, fp16 (with dynamic loss scaling) or fp32. Where the hardware lacks it "
+            "(fp16 on CPU, bf16 on old GPUs) training falls back to fp32 with a warning."
+        ),
+    )
     early_stopping: EarlyStoppingConfig | None = Field(
         None, description="Stop when a validation metric stops improving (needs a validation split)."
     )
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in the backward pass: less memory, about a third more compute."
+    )
+
+    @field_validator("deepspeed")
+    @classmethod
+    def _deepspeed_with_its_backend(cls, value: DeepSpeedSection | None, info: ValidationInfo) -> DeepSpeedSection | None:
+        backend = info.data.get("backend")
+        if backend == "deepspeed":
+            return value or DeepSpeedSection()
+        if value is not None and backend is not None:
+            raise ValueError(f"only used with train.backend=deepspeed (backend is {backend!r}); set it or remove train.deepspeed")
+        return value
 
 
 # ---------------------------------------------------------------------------- eval

@@ -10,10 +10,16 @@ early stopping relies on. Forward passes use the unwrapped model: DDP's forward 
 
 The same function serves training-time validation, the forgetting monitor's general set, and
 `rayft eval` (with the same number of workers and batch size it reproduces the training-time numbers).
+
+Under DeepSpeed ZeRO-3 each forward pass gathers the weights from every rank, so all ranks must
+run the same passes: the ranks with one example fewer add an uncounted one (no trained tokens,
+answer discarded), and generate() keeps stepping until every rank is done.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +29,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedTokenizerBase
+from transformers.integrations import is_deepspeed_zero3_enabled
 
 from rayft.config import GENERAL_KEYS, METRICS, ExperimentConfig, GenerateConfig
 from rayft.data.batching import Example, collate
@@ -96,6 +103,15 @@ def _from_rank_zero(value: Any) -> Any:
 
 
 @torch.no_grad()
+def _in_lockstep(mine: list[Example], shared: Sequence[Example], world_size: int) -> list[Example]:
+    """This rank's share of `shared`, padded to ceil(len(shared) / world_size) with uncounted
+    copies when ranks must run the same forward passes (ZeRO-3); unchanged otherwise."""
+    if world_size == 1 or not shared or not is_deepspeed_zero3_enabled():
+        return mine
+    filler = dataclasses.replace(shared[0], labels=[IGNORE_INDEX] * len(shared[0].labels))
+    return mine + [filler] * (math.ceil(len(shared) / world_size) - len(mine))
+
+
 def loss_sums(model: nn.Module, examples: Sequence[Example], pad_id: int, batch_size: int) -> tuple[float, float]:
     """(summed token loss, trained tokens) over `examples`."""
     device = next(model.parameters()).device
@@ -147,14 +163,15 @@ def evaluate_split(
     module.eval()
     device = next(module.parameters()).device
     pad_id = tokenizer.pad_token_id
-    loss_sum, token_count = loss_sums(module, examples[rank::world_size], pad_id, batch_size)
-    general_sum, general_count = loss_sums(module, general[rank::world_size], pad_id, batch_size)
+    loss_sum, token_count = loss_sums(module, _in_lockstep(list(examples[rank::world_size]), examples, world_size), pad_id, batch_size)
+    general_sum, general_count = loss_sums(module, _in_lockstep(list(general[rank::world_size]), general, world_size), pad_id, batch_size)
 
     answers: Answers | None = None
     if task.answers_needed:
         chosen = answerable(examples, task.max_answered)
         mine = list(range(len(chosen)))[rank::world_size]
-        predicted = answer_examples(module, tokenizer, [chosen[i] for i in mine], task, batch_size)
+        prompts = _in_lockstep([chosen[i] for i in mine], chosen, world_size)
+        predicted = answer_examples(module, tokenizer, prompts, task, batch_size)[: len(mine)]
         triples = sorted(_gather([(i, p, [chosen[i].reference, *chosen[i].alternatives]) for i, p in zip(mine, predicted)]))
         answers = Answers(predictions=[p for _, p, _ in triples], references=[r for _, _, r in triples])
 

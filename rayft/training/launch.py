@@ -29,6 +29,7 @@ from rayft.tracking.plots import plot_loss_curves
 from rayft.tracking.summary import SHOWN, before_after_table
 from rayft.training.checkpoint import MODEL_DIR
 from rayft.training.cluster import ensure_ray, worker_scaling
+from rayft.training.deepspeed_config import build_deepspeed_config, write_deepspeed_config
 from rayft.training.evaluation import EvalSettings, general_dataset, run_evaluation
 from rayft.training.loop import FAIL_AT_STEP_ENV, LoopSettings, train_loop_per_worker
 from rayft.tracking.eval_report import write_eval_report
@@ -188,8 +189,11 @@ def _train_folds(config: ExperimentConfig, address: str | None, resume: bool) ->
 
 def _train_one(config: ExperimentConfig, address: str | None, resume: bool) -> TrainResult:
     started = time.time()
+    deepspeed_config = build_deepspeed_config(config) if config.train.backend == "deepspeed" else None
     run_dir = prepare_run_dir(config, resume)
     check_data_paths(config.data)
+    if deepspeed_config is not None:
+        write_deepspeed_config(deepspeed_config, run_dir)
     base_model = resolve_base_model(config.model, run_dir)
     tokenizer_path = tokenizer_source(config.model, base_model)
     load_tokenizer(tokenizer_path, config.model.trust_remote_code)  # fails fast, before Ray, on a bad tokenizer
@@ -212,6 +216,7 @@ def _train_one(config: ExperimentConfig, address: str | None, resume: bool) -> T
         fail_at_step=int(os.environ.get(FAIL_AT_STEP_ENV, "0")),
         labels=labels,
         has_general="general" in datasets,
+        deepspeed_config=deepspeed_config,
     )
     try:
         result = build_trainer(config, settings, datasets).fit()

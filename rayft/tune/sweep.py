@@ -26,6 +26,7 @@ from rayft.data.pipeline import check_data_paths, label_set, prepare_datasets, r
 from rayft.data.report import write_report
 from rayft.models.loading import load_tokenizer, resolve_base_model, tokenizer_source
 from rayft.training.cluster import ensure_ray
+from rayft.training.deepspeed_config import build_deepspeed_config
 from rayft.training.evaluation import general_dataset
 from rayft.training.launch import CONFIG_FILE, as_config, build_trainer
 from rayft.training.loop import LoopSettings
@@ -68,6 +69,7 @@ def run_trial(
     settings = LoopSettings(
         experiment=config.model_dump(mode="json"), base_model=base_model, tokenizer=tokenizer, run_dir=str(run_dir), has_validation=True,
         labels=labels, has_general="general" in datasets,
+        deepspeed_config=build_deepspeed_config(config) if config.train.backend == "deepspeed" else None,
     )
     build_trainer(config, settings, datasets, callbacks=[TuneReportCallback()]).fit()
 
