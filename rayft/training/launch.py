@@ -252,6 +252,7 @@ def _train_one(config: ExperimentConfig, address: str | None, resume: bool) -> T
     if config.eval.test_at_end and TEST in prepared.datasets and best is not None:
         test_data = {"eval": prepared.datasets[TEST]} | ({"general": datasets["general"]} if "general" in datasets else {})
         summary.test_metrics = _evaluate_test(config, base_model, tokenizer_path, best[0].path, test_data, labels, run_dir)
+        summary.wall_time_s = round(time.time() - started, 2)
         (run_dir / RESULT_FILE).write_text(json.dumps(asdict(summary), indent=2, default=str) + "\n")
     return summary
 
