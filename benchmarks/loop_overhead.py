@@ -34,7 +34,7 @@ from rayft.data.formats import format_record
 from rayft.data.tokenize import TokenizedExample, tokenize_segments
 from rayft.models.loading import load_causal_lm, load_tokenizer
 from rayft.tracking.metrics_log import read_metrics
-from rayft.training.loop import build_optimizer
+from rayft.training.engines import build_optimizer
 
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau".split()
 

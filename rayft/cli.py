@@ -28,6 +28,14 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.lr=1e-4")
     train.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     train.add_argument("--resume", action="store_true", help="continue the run named by the config")
+    evaluate = commands.add_parser("eval", help="evaluate a checkpoint (or the base model) on a split, on Ray")
+    evaluate.add_argument("config", help="experiment YAML (names the run and its data)")
+    evaluate.add_argument("overrides", nargs="*", help="dotted key=value overrides")
+    which = evaluate.add_mutually_exclusive_group()
+    which.add_argument("--checkpoint", default="best", help="best, last (from the run's result.json) or a checkpoint path (default best)")
+    which.add_argument("--base", action="store_true", help="evaluate the base model, before fine-tuning")
+    evaluate.add_argument("--split", default="validation", choices=["validation", "test", "train"], help="split to evaluate (default validation)")
+    evaluate.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     sweep = commands.add_parser("tune", help="search hyperparameters (the experiment's tune section) with Ray Tune")
     sweep.add_argument("config", help="experiment YAML with a tune section")
     sweep.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. tune.num_samples=16")
@@ -82,6 +90,23 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval(args: argparse.Namespace) -> int:
+    if not (args.address or os.environ.get("RAY_ADDRESS")):
+        keep_embedded_ray_on_loopback()
+    config = load_config(args.config, args.overrides)
+    from rayft.tracking.eval_report import render_markdown
+    from rayft.training.evaluation import EvaluationFailed, evaluate
+
+    try:
+        report = evaluate(config, checkpoint=None if args.base else args.checkpoint, split=args.split, address=args.address)
+    except EvaluationFailed as err:
+        print(f"rayft: {err}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(render_markdown(report))
+    print("written: " + ", ".join(report.files.values()))
+    return 0
+
+
 def _tune(args: argparse.Namespace) -> int:
     if not (args.address or os.environ.get("RAY_ADDRESS")):
         keep_embedded_ray_on_loopback()
@@ -105,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         args.overrides = [*args.overrides, *extra]
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    handlers = {"validate": _validate, "train": _train, "tune": _tune, "data": _data}
+    handlers = {"validate": _validate, "train": _train, "tune": _tune, "data": _data, "eval": _eval}
     try:
         return handlers[args.command](args)
     except UserInputError as err:

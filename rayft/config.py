@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from rayft.augment_config import AUGMENT_OPS, AugmentSpec, check_augment_specs
+
 
 class UserInputError(ValueError):
     """A problem in what the user gave (config, data, model path): reported in one line, exit 2."""
@@ -70,6 +72,13 @@ class ModelConfig(_Section):
         None, description="Tokenizer id or path; defaults to the model's (byte-level for tiny)."
     )
     trust_remote_code: bool = Field(False, description="Allow model code from the hub.")
+    attn_implementation: Literal["sdpa", "eager"] | None = Field(
+        None,
+        description=(
+            "Attention kernel: 'sdpa' (PyTorch's fused scaled_dot_product_attention) or 'eager'; "
+            "unset lets transformers choose (sdpa wherever the architecture supports it)."
+        ),
+    )
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> ModelConfig:
@@ -225,6 +234,13 @@ class DataConfig(_Section):
     )
     split: SplitConfig = Field(default_factory=SplitConfig)
     kfold: KFoldConfig | None = Field(None, description="k-fold cross-validation instead of split.val.")
+    augment: list[AugmentSpec] = Field(
+        default_factory=list,
+        description=(
+            "Augmentation of the training split only, one entry per op (see rayft/augment_config.py): "
+            "word_dropout, word_swap, synonym, paraphrase, template. Augmented rows are marked and counted."
+        ),
+    )
 
     @field_validator("train", "validation")
     @classmethod
@@ -271,6 +287,11 @@ class DataConfig(_Section):
             raise ValueError("kfold: the folds are the validation splits; remove data.validation or data.kfold")
         return self
 
+    @model_validator(mode="after")
+    def _augment_fits_format(self) -> DataConfig:
+        check_augment_specs(self.augment, self.task.roles, self.fields)
+        return self
+
     @property
     def task(self) -> TaskFormat:
         return TASK_FORMATS[self.format]
@@ -287,6 +308,58 @@ class _AnyKey(dict):
 
 
 # ---------------------------------------------------------------------------- train
+
+
+class EarlyStoppingConfig(_Section):
+    """Stop after `patience` evaluations in a row without improvement.
+
+    Improvement means better than the best so far by more than `min_delta` in the direction of
+    `mode`; a worse (or barely better) value never replaces the best. Evaluations during training
+    count (every train.eval_steps), the one before training does not.
+    """
+
+    metric: str = Field("eval_loss", description="Reported validation metric to watch (eval_loss, accuracy, rougeL, ...).")
+    mode: Literal["min", "max"] = Field("min", description="Whether lower (min) or higher (max) values are better.")
+    patience: int = Field(3, ge=1, description="Evaluations without improvement before stopping.")
+    min_delta: float = Field(0.0, ge=0, description="How much better a value must be to count as an improvement.")
+
+
+class DeepSpeedSection(_Section):
+    """DeepSpeed ZeRO settings; rayft writes the rest of the DeepSpeed config from the experiment."""
+
+    stage: Literal[0, 1, 2, 3] = Field(
+        2,
+        description=(
+            "ZeRO stage: 0 plain data parallel, 1 shards optimizer state across workers, "
+            "2 also gradients, 3 also the parameters."
+        ),
+    )
+    offload_optimizer: bool = Field(
+        False, description="Keep optimizer state in CPU memory and step it there (ZeRO stage 1-3)."
+    )
+    offload_params: bool = Field(False, description="Keep parameters in CPU memory between uses (ZeRO stage 3).")
+    config: str | None = Field(
+        None,
+        description=(
+            "Path to a DeepSpeed JSON merged with what rayft writes; a key that contradicts the "
+            "experiment (batch size, accumulation, clipping, precision, ZeRO stage, optimizer, scheduler) is an error."
+        ),
+    )
+
+    @field_validator("offload_optimizer")
+    @classmethod
+    def _optimizer_offload_needs_sharding(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and info.data.get("stage") == 0:
+            raise ValueError("needs ZeRO stage 1, 2 or 3 (train.deepspeed.stage is 0)")
+        return value
+
+    @field_validator("offload_params")
+    @classmethod
+    def _param_offload_needs_stage_3(cls, value: bool, info: ValidationInfo) -> bool:
+        stage = info.data.get("stage")
+        if value and stage is not None and stage != 3:
+            raise ValueError(f"needs ZeRO stage 3, where parameters are sharded (train.deepspeed.stage is {stage})")
+        return value
 
 
 class TrainConfig(_Section):
@@ -312,27 +385,159 @@ class TrainConfig(_Section):
     save_steps: int | None = Field(
         100, ge=1, description="Checkpoint every N steps (a final checkpoint is always written)."
     )
-    backend: Literal["torch"] = Field("torch", description="Training engine: torch DDP.")
+    backend: Literal["torch", "deepspeed"] = Field(
+        "torch", description="Training engine: torch DDP, or DeepSpeed ZeRO (see train.deepspeed)."
+    )
+    deepspeed: DeepSpeedSection | None = Field(
+        None, validate_default=True, description="DeepSpeed settings (backend deepspeed only; default ZeRO stage 2)."
+    )
+    precision: Literal["bf16", "fp16", "fp32"] = Field(
+        "fp32",
+        description=(
+            "Compute precision: bf16, fp16 (with dynamic loss scaling) or fp32. Where the hardware lacks it "
+            "(fp16 on CPU, bf16 on old GPUs) training falls back to fp32 with a warning."
+        ),
+    )
+    early_stopping: EarlyStoppingConfig | None = Field(
+        None, description="Stop when a validation metric stops improving (needs a validation split)."
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in the backward pass: less memory, about a third more compute."
+    )
+
+    @field_validator("deepspeed")
+    @classmethod
+    def _deepspeed_with_its_backend(cls, value: DeepSpeedSection | None, info: ValidationInfo) -> DeepSpeedSection | None:
+        backend = info.data.get("backend")
+        if backend == "deepspeed":
+            return value or DeepSpeedSection()
+        if value is not None and backend is not None:
+            raise ValueError(f"only used with train.backend=deepspeed (backend is {backend!r}); set it or remove train.deepspeed")
+        return value
 
 
 # ---------------------------------------------------------------------------- eval
 
 
+@dataclass(frozen=True)
+class MetricSpec:
+    """A metric users can name in eval.metrics: what it needs and the keys it reports.
+
+    kind: "loss" (from the validation loss), "generation" (answers generated from the prompt and
+    compared with the reference), "classification" (labels predicted within the label set).
+    The implementations live in rayft.evaluate.registry; config only knows the names.
+    """
+
+    kind: Literal["loss", "generation", "classification"]
+    keys: tuple[str, ...]
+    description: str
+
+
+METRICS: dict[str, MetricSpec] = {
+    "perplexity": MetricSpec("loss", ("perplexity",), "exp(eval_loss)"),
+    "exact_match": MetricSpec("generation", ("exact_match",), "SQuAD-normalised exact match (0-1), best over references"),
+    "f1": MetricSpec("generation", ("f1",), "SQuAD token F1 (0-1), best over references"),
+    "bleu": MetricSpec("generation", ("bleu",), "sacrebleu corpus BLEU (0-100), multi-reference"),
+    "chrf": MetricSpec("generation", ("chrf",), "sacrebleu corpus chrF (0-100), multi-reference"),
+    "rouge": MetricSpec(
+        "generation", ("rouge1", "rouge2", "rougeL", "rougeLsum"),
+        "rouge-score F-measures (0-1), mean over examples; rougeLsum splits sentences at newlines",
+    ),
+    "bertscore": MetricSpec(
+        "generation", ("bertscore_precision", "bertscore_recall", "bertscore_f1"),
+        "BERTScore with the local encoder in eval.bertscore.model (0-1)",
+    ),
+    "accuracy": MetricSpec("classification", ("accuracy",), "share of correctly predicted labels"),
+    "f1_macro": MetricSpec("classification", ("f1_macro",), "F1 averaged over labels"),
+    "f1_micro": MetricSpec("classification", ("f1_micro",), "F1 over all predictions"),
+    "precision_macro": MetricSpec("classification", ("precision_macro",), "precision averaged over labels"),
+    "recall_macro": MetricSpec("classification", ("recall_macro",), "recall averaged over labels"),
+}
+
+DEFAULT_METRICS: dict[str, tuple[str, ...]] = {
+    "instruction": ("perplexity", "exact_match", "rouge"),
+    "qa": ("perplexity", "exact_match", "f1"),
+    "classification": ("accuracy", "f1_macro", "f1_micro", "precision_macro", "recall_macro"),
+    "summarization": ("perplexity", "rouge"),
+    "text": ("perplexity",),
+    "chat": ("perplexity", "rouge", "bleu"),
+}
+"""eval.metrics when unset, per data.format."""
+
+GENERAL_KEYS = ("general_eval_loss", "general_perplexity")
+
+
 class GenerateConfig(_Section):
     max_new_tokens: int = Field(32, ge=1, description="Longest generated answer.")
+    num_beams: int = Field(1, ge=1, description="1: greedy decoding; more: beam search with this many beams.")
+
+
+class BertScoreConfig(_Section):
+    model: str = Field(description="Local directory of a Hugging Face encoder (e.g. a MiniLM or RoBERTa); nothing is downloaded.")
+    layer: int | None = Field(
+        None, ge=1, description="Hidden layer whose token embeddings are matched; default the last."
+    )
+    batch_size: int = Field(32, ge=1, description="Sentences per encoder batch.")
+
+
+class GeneralEvalConfig(_Section):
+    """A general held-out set evaluated next to the task set: its loss rising shows forgetting."""
+
+    files: str | list[str] = Field(description="Paths or globs of the general set (any reader format).")
+    format: Literal["instruction", "qa", "classification", "summarization", "text", "chat"] = Field(
+        "text", description="Task format of the general set (its loss covers what that format trains)."
+    )
+    fields: dict[str, str] = Field(default_factory=dict, description="Column name per role where it differs.")
+
+    @field_validator("files")
+    @classmethod
+    def _non_empty_files(cls, value: str | list[str]) -> str | list[str]:
+        if value == "" or value == []:
+            raise ValueError("must name at least one file")
+        return value
 
 
 class EvalConfig(_Section):
-    metrics: list[Literal["perplexity", "exact_match"]] = Field(
-        default_factory=lambda: ["perplexity", "exact_match"],
-        description="Validation metrics; eval_loss is always computed.",
+    metrics: list[str] | None = Field(
+        None,
+        description=(
+            "Validation metrics (names in rayft.config.METRICS); unset: the defaults of data.format "
+            "(DEFAULT_METRICS). eval_loss is always computed."
+        ),
     )
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
-    max_generate_examples: int = Field(
-        64, ge=1, description="Validation examples answered by generation for exact_match."
+    max_generate_examples: int | None = Field(
+        64, ge=1, description="Validation examples answered (by generation or label scoring) per evaluation; null: all."
+    )
+    bertscore: BertScoreConfig | None = Field(None, description="Encoder for the bertscore metric.")
+    general: GeneralEvalConfig | None = Field(
+        None, description="General held-out set for the forgetting monitor (general_eval_loss, general_perplexity)."
     )
     metric_for_best: str = Field("eval_loss", description="Reported metric that ranks checkpoints.")
     mode: Literal["min", "max"] = Field("min", description="Whether lower or higher metric_for_best is better.")
+    test_at_end: bool = Field(
+        True,
+        description=(
+            "When the data has a test split, evaluate the best checkpoint on it once after training "
+            "(a short second Ray Train run; the result goes to result.json and eval_test.json/.md)."
+        ),
+    )
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return value
+        unknown = [name for name in value if name not in METRICS]
+        if unknown:
+            raise ValueError(f"unknown metric {unknown[0]!r}; valid metrics: {', '.join(METRICS)}")
+        return list(dict.fromkeys(value))
+
+    @field_validator("general", mode="before")
+    @classmethod
+    def _files_shorthand(cls, value: Any) -> Any:
+        """`eval.general: path` (or a list of paths) means plain text files."""
+        return {"files": value} if isinstance(value, (str, list)) else value
 
 
 # ---------------------------------------------------------------------------- tune
@@ -490,6 +695,45 @@ class ExperimentConfig(_Section):
             raise ValueError(f"must be a plain directory name, got {value!r}")
         return value
 
+    @model_validator(mode="after")
+    def _metrics_fit_the_task(self) -> ExperimentConfig:
+        """Metrics must suit data.format; metric_for_best and early_stopping.metric must be reported."""
+        for name in self.metric_names:
+            kind = METRICS[name].kind
+            if kind == "classification" and self.data.format != "classification":
+                raise ValueError(f"eval.metrics: {name!r} needs data.format classification (got {self.data.format!r})")
+            if kind == "generation" and self.data.format == "text":
+                raise ValueError(f"eval.metrics: {name!r} compares answers with references; data.format 'text' has none")
+        if "bertscore" in self.metric_names and self.eval.bertscore is None:
+            raise ValueError("eval.bertscore: the bertscore metric needs eval.bertscore.model (a local encoder directory)")
+        reported = self.eval_keys
+        if self.eval.metric_for_best not in reported:
+            raise ValueError(f"eval.metric_for_best: {self.eval.metric_for_best!r} is not reported; choose one of {', '.join(reported)}")
+        if self.tune is not None and self.tune.metric not in reported:
+            raise ValueError(f"tune.metric: {self.tune.metric!r} is not reported; choose one of {', '.join(reported)}")
+        stopping = self.train.early_stopping
+        if stopping is not None:
+            if stopping.metric not in reported:
+                raise ValueError(f"train.early_stopping.metric: {stopping.metric!r} is not reported; choose one of {', '.join(reported)}")
+            if not self.has_validation or self.train.eval_steps is None:
+                raise ValueError("train.early_stopping: needs a validation split (data.split.val, data.validation or data.kfold) and train.eval_steps")
+        return self
+
+    @property
+    def metric_names(self) -> list[str]:
+        """eval.metrics, or the defaults of data.format."""
+        return list(self.eval.metrics if self.eval.metrics is not None else DEFAULT_METRICS[self.data.format])
+
+    @property
+    def eval_keys(self) -> list[str]:
+        """Every metric an evaluation reports (eval_loss first)."""
+        keys = ["eval_loss", *(key for name in self.metric_names for key in METRICS[name].keys)]
+        return keys + list(GENERAL_KEYS) if self.eval.general is not None else keys
+
+    @property
+    def has_validation(self) -> bool:
+        return bool(self.data.validation) or self.data.split.val > 0 or self.data.kfold is not None
+
     @property
     def run_dir(self) -> Path:
         return Path(self.run.storage_path).expanduser().resolve() / self.name
@@ -540,22 +784,30 @@ def with_params(raw: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
 def _format_validation_error(err: ValidationError) -> str:
     lines = []
     for problem in err.errors():
-        key = ".".join(str(part) for part in problem["loc"] if not _is_union_tag(part)) or "<root>"
+        loc = problem["loc"]
+        key = ".".join(str(part) for i, part in enumerate(loc) if not _is_union_tag(loc, i))
         message = problem["msg"].removeprefix("Value error, ")
+        if not key:  # checks across sections name their keys themselves
+            lines.append(message)
+            continue
         if problem["type"] == "extra_forbidden":
             message = "unknown key"
         got = problem.get("input")
         suffix = "" if problem["type"] in {"extra_forbidden", "missing"} or isinstance(got, dict) else f" (got {got!r})"
-        lines.append(f"{key}: {message}{suffix}" if problem["loc"] else f"{message}{suffix}")
+        lines.append(f"{key}: {message}{suffix}")
     return "\n".join(lines)
 
 
 _METHOD_TAGS = {method.model_fields["type"].default for method in (FullMethod, LoraMethod)}
 
 
-def _is_union_tag(part: object) -> bool:
-    """pydantic puts the discriminator value (e.g. 'lora') into error locations; hide it."""
-    return part in _METHOD_TAGS
+def _is_union_tag(loc: tuple[int | str, ...], index: int) -> bool:
+    """pydantic puts the discriminator value (e.g. 'lora', 'word_dropout') into error locations; hide it.
+    The place decides (a field may share a tag's name, e.g. data.template)."""
+    before = loc[index - 1] if index else None
+    return (before == "method" and loc[index] in _METHOD_TAGS) or (
+        isinstance(before, int) and index >= 2 and loc[index - 2] == "augment" and loc[index] in AUGMENT_OPS
+    )
 
 
 def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None) -> ExperimentConfig:

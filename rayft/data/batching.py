@@ -8,6 +8,7 @@ epoch and the position within it.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ class Example:
     prompt_len: int
     reference: str
     """What a generation from the prompt should say (empty when there is no single answer)."""
+    alternatives: tuple[str, ...] = ()
+    """Other valid answers (a list in the answer column): metrics take the best match."""
     position_ids: list[int] | None = None
     """Set on packed examples: positions restart at 0 for every example packed inside."""
 
@@ -39,6 +42,7 @@ def load_examples(rows: Iterable[dict[str, Any]]) -> list[Example]:
             labels=[int(t) for t in row["labels"]],
             prompt_len=int(row["prompt_len"]),
             reference=str(row["reference"]),
+            alternatives=tuple(json.loads(row.get("alternatives") or "[]")),
         )
         for row in ordered
     ]

@@ -34,6 +34,8 @@ class FormattedExample:
     reference: str
     """The text a generation is compared with (the answer, the last assistant turn); "" for text."""
     label: str | None = None
+    alternatives: tuple[str, ...] = ()
+    """Further valid answers when the answer column holds a list (the first one trains)."""
 
 
 def validate_record(record: dict[str, Any], data: DataConfig) -> str | None:
@@ -55,6 +57,10 @@ def validate_record(record: dict[str, Any], data: DataConfig) -> str | None:
                 return f"wrong_type: {column!r} must be a string or an integer, got {type(value).__name__}"
             if not str(value).strip():
                 return f"empty_field: {column!r}"
+            continue
+        if role == data.task.answer and isinstance(value, list):  # several valid answers
+            if not value or not all(isinstance(v, str) and v.strip() for v in value):
+                return f"wrong_type: {column!r} must be a string or a non-empty list of non-empty strings"
             continue
         if not isinstance(value, str):
             return f"wrong_type: {column!r} must be a string, got {type(value).__name__}"
@@ -92,10 +98,17 @@ def format_record(record: dict[str, Any], data: DataConfig, tokenizer: PreTraine
     prompt = template.format(**{**extra, **values})
     answer = values[task.answer]
     label = answer if data.format == "classification" else None
-    return FormattedExample(((prompt, False), (data.response_prefix + answer, True)), reference=answer, label=label)
+    given = record.get(data.column(task.answer))
+    alternatives = tuple(_text(v) for v in given[1:]) if isinstance(given, list) else ()
+    return FormattedExample(
+        ((prompt, False), (data.response_prefix + answer, True)), reference=answer, label=label, alternatives=alternatives
+    )
 
 
 def _text(value: Any) -> str:
+    """A field as text; of a list of valid answers, the first (the one that trains)."""
+    if isinstance(value, list):
+        value = value[0] if value else None
     return "" if value is None else str(value).strip()
 
 

@@ -27,6 +27,7 @@ import ray
 import ray.data
 
 from rayft.config import DataConfig, ExperimentConfig
+from rayft.data.augment import augment_train, augmentation_counts, check_augment
 from rayft.data.readers import DataError, expand_paths, read_rows
 from rayft.data.rows import KEY_COLUMNS, ROW_COLUMNS, STAT_COLUMNS, order_key, row_features, source_files, validated_rows
 from rayft.data.split import TEST, TRAIN, VAL, assign_folds, assign_splits
@@ -35,7 +36,7 @@ QUARANTINE_FILE = "quarantine.jsonl"
 SUMMARY_FILE = "data_summary.json"
 MIXED_OUT = "mixed_out"
 SPLITS = (TRAIN, VAL, TEST)
-TRAINING_COLUMNS = ["order", "input_ids", "labels", "prompt_len", "reference"]
+TRAINING_COLUMNS = ["order", "input_ids", "labels", "prompt_len", "reference", "alternatives"]
 AUGMENT_INPUT_COLUMNS = ["source", "line", "entry", "file_index", "copy", "record"]
 
 
@@ -46,10 +47,9 @@ class DataCounts:
     quarantined: dict[str, int] = field(default_factory=dict)
     filtered: dict[str, int] = field(default_factory=dict)
     splits: dict[str, int] = field(default_factory=dict)
-    augmented: dict[str, int] = field(default_factory=dict)
-    """Rows made by each augmentation op (training split only); apart from `read`, which counts input rows."""
-    augmented_filtered: dict[str, int] = field(default_factory=dict)
-    """Of those, rows that could not train (e.g. too long), per op."""
+    augmented: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Per augmentation op (training split only): rows added, copies discarded (unchanged from their
+    source), added rows filtered at tokenization. Apart from `read`, which counts input rows."""
 
 
 def check_data_paths(data: DataConfig) -> None:
@@ -60,6 +60,8 @@ def check_data_paths(data: DataConfig) -> None:
         paths = [path for pattern in ([spec] if isinstance(spec, str) else spec) for path in expand_paths(pattern, key)]
         if not any(next(iter(read_rows(path)), None) is not None for path in paths):
             raise DataError(f"{key}: the files hold no rows; add data or point {key} elsewhere")
+    if data.augment:
+        check_augment(data, data.split.seed)
 
 
 # ---------------------------------------------------------------------------- splits from keys
@@ -284,10 +286,10 @@ def prepare_datasets(config: ExperimentConfig, tokenizer_path: str, run_dir: Pat
             continue
         orders = np.sort(order_key(members["file_index"], members["line"], members["copy"]).to_numpy())
         rows = good.map_batches(_take_split, fn_args=(ray.put(orders),), batch_format="pandas")
-        if name == TRAIN and getattr(data, "augment", None):  # TODO(merge): data.augment
-            from rayft.data.augment import augment_train
-
-            rows = augment_train(rows.select_columns(AUGMENT_INPUT_COLUMNS), data, data.split.seed)
+        if name == TRAIN and data.augment:
+            # Materialized before Train starts: paraphrase actors need CPUs the workers will hold.
+            rows = augment_train(rows.select_columns(AUGMENT_INPUT_COLUMNS), data, data.split.seed).materialize()
+            counts.augmented = {op: c for op, c in augmentation_counts(rows, data, data.split.seed).items() if op != "original"}
         tokenized = rows.map_batches(_TokenizeBatch(tokenizer_path, data), batch_format="pandas").materialize()
         split_stats = tokenized.select_columns(["copy", "augmented", *STAT_COLUMNS]).to_pandas().assign(split=name)
         dropped = split_stats[split_stats["drop_reason"] != ""]
@@ -328,9 +330,60 @@ def _finish(
 ) -> PreparedData:
     counts.filtered = dict(Counter(counts.filtered) + filtered)
     made = stats[stats["copy"] > 0]
-    counts.augmented = {str(op): int(n) for op, n in made["augmented"].value_counts().sort_index().items()}
-    counts.augmented_filtered = {str(op): int(n) for op, n in made.loc[made["drop_reason"] != "", "augmented"].value_counts().sort_index().items()}
+    filtered_made = made.loc[made["drop_reason"] != "", "augmented"].value_counts()
+    for op, op_counts in counts.augmented.items():
+        op_counts["filtered"] = int(filtered_made.get(op, 0))
     (run_dir / SUMMARY_FILE).write_text(json.dumps(asdict(counts), indent=2) + "\n")
     if counts.splits.get(TRAIN, 0) == 0:
         raise DataError(f"data.train: no training rows left after filtering ({counts.filtered}); see {run_dir / SUMMARY_FILE}")
     return PreparedData(datasets, counts, stats)
+
+
+# ---------------------------------------------------------------------------- evaluation inputs
+
+
+def label_set(stats: pd.DataFrame, data: DataConfig) -> list[str] | None:
+    """Sorted distinct labels of the training split's input rows (classification; None otherwise),
+    from the per-row facts of prepare_datasets, so training and `rayft eval` agree on it."""
+    if data.format != "classification":
+        return None
+    train = stats[(stats["split"] == TRAIN) & (stats["copy"] == 0)]
+    return sorted({str(label) for label in train["label"] if label != ""})
+
+
+GENERAL_QUARANTINE_FILE = "general_quarantine.jsonl"
+
+
+def general_data_config(config: ExperimentConfig) -> DataConfig | None:
+    """eval.general read as its own format, with the task's max_length; long rows are truncated
+    (a general set is there to be scored, not trained on)."""
+    general = config.eval.general
+    if general is None:
+        return None
+    return DataConfig(
+        train=general.files, format=general.format, fields=general.fields, max_length=config.data.max_length,
+        overlength="truncate", max_bad_fraction=config.data.max_bad_fraction,
+    )
+
+
+def read_general(config: ExperimentConfig, run_dir: Path) -> list[dict[str, Any]]:
+    """Validated rows of the forgetting monitor's general set (eval.general), read in-process
+    (a held-out set small enough for the driver); bad rows go to general_quarantine.jsonl, and
+    too many of them stop the run like bad training data."""
+    data = general_data_config(config)
+    if data is None:
+        return []
+    rows = [row for item in source_files(data.train, "eval.general.files") for row in validated_rows(item, data)]
+    keys = pd.DataFrame(rows, columns=ROW_COLUMNS)
+    problems = [row for row in rows if row["reason"]]
+    quarantine = run_dir / GENERAL_QUARANTINE_FILE
+    _write_quarantine(problems, quarantine)
+    _check_usable(keys, problems[0] if problems else None, "eval.general.files", data, quarantine)
+    return [row for row in rows if not row["reason"]]
+
+
+def tokenize_rows(rows: list[dict[str, Any]], data: DataConfig, tokenizer_path: str) -> ray.data.Dataset:
+    """Validated rows (ROW_COLUMNS) tokenized on Ray Data as training tokenizes a split; rows that
+    cannot be used are left out. Needs a running Ray."""
+    dataset = ray.data.from_items(rows, override_num_blocks=max(1, min(8, len(rows) // 512)))
+    return _kept(dataset.map_batches(_TokenizeBatch(tokenizer_path, data), batch_format="pandas").materialize())

@@ -48,8 +48,9 @@ class DataReport:
     """Rows of validation/test whose normalised text also appears in train (leakage)."""
     packing: dict[str, float] | None = None
     """With data.packing: training examples, packed sequences and efficiency (real tokens / slots)."""
-    augmented: dict[str, int] = field(default_factory=dict)
-    """Training rows made by each augmentation op."""
+    augmentation: dict[str, dict[str, int]] | None = None
+    """With data.augment: per op, training rows added, copies discarded (unchanged from their
+    source) and added rows filtered at tokenization (e.g. too long)."""
 
 
 def _length_summary(lengths: list[int]) -> dict[str, float]:
@@ -102,7 +103,7 @@ def build_report(config: ExperimentConfig, counts: DataCounts, stats: pd.DataFra
         )
         norm_keys[name] = set(formatted["norm_hash"])
     overlap = {name: len(norm_keys[name] & norm_keys["train"]) for name in ("validation", "test") if norm_keys[name]}
-    report = DataReport(counts.read, dict(counts.quarantined), data.max_length, splits, overlap, augmented=dict(counts.augmented))
+    report = DataReport(counts.read, dict(counts.quarantined), data.max_length, splits, overlap, augmentation=dict(counts.augmented) or None)
     trained = stats[(stats["split"] == "train") & (stats["drop_reason"] == "")]
     if data.packing and len(trained):
         packed = packing_stats([int(n) for n in trained["length"]], data.max_length)
@@ -148,8 +149,9 @@ def render_markdown(report: DataReport) -> str:
     if report.packing:
         p = report.packing
         lines += ["", f"Packing: {p['examples']:.0f} training examples into {p['sequences']:.0f} sequences, efficiency {p['efficiency']:.1%}"]
-    if report.augmented:
-        lines += ["", "Augmented training rows: " + ", ".join(f"{op} {n}" for op, n in report.augmented.items())]
+    if report.augmentation:
+        lines += ["", "## Augmentation (training split)", "", "| op | rows added | copies discarded (unchanged) | filtered (cannot train) |", "|---|---:|---:|---:|"]
+        lines += [f"| {op} | {c['added']} | {c['discarded']} | {c.get('filtered', 0)} |" for op, c in report.augmentation.items()]
     return "\n".join(lines) + "\n"
 
 

@@ -91,7 +91,9 @@ def _digest(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little") >> 1 or 1
 
 
-FEATURE_COLUMNS = ["input_ids", "labels", "prompt_len", "reference", "drop_reason", "text_hash", "norm_hash", "label", "empty_roles", "length"]
+FEATURE_COLUMNS = [
+    "input_ids", "labels", "prompt_len", "reference", "alternatives", "drop_reason", "text_hash", "norm_hash", "label", "empty_roles", "length",
+]
 STAT_COLUMNS = ["text_hash", "norm_hash", "label", "empty_roles", "length", "drop_reason"]
 """What the quality report needs of each row: small enough to gather in the driver."""
 
@@ -104,7 +106,7 @@ def row_features(record_json: str, data: DataConfig, tokenizer: PreTrainedTokeni
     optional = [role for role, required in data.task.roles.items() if not required]
     empty = [role for role in optional if _is_empty(record.get(data.column(role)))]
     out: dict[str, Any] = {
-        "input_ids": [], "labels": [], "prompt_len": 0, "reference": "", "drop_reason": "", "text_hash": 0,
+        "input_ids": [], "labels": [], "prompt_len": 0, "reference": "", "alternatives": "[]", "drop_reason": "", "text_hash": 0,
         "norm_hash": 0, "label": "", "empty_roles": ",".join(empty), "length": 0,
     }
     try:
@@ -113,6 +115,7 @@ def row_features(record_json: str, data: DataConfig, tokenizer: PreTrainedTokeni
         return out | {"drop_reason": f"unformattable: {err}"}
     text = "".join(segment for segment, _ in example.segments)
     out |= {"reference": example.reference, "text_hash": _digest(text), "norm_hash": _digest(normalise(text)), "label": example.label or ""}
+    out["alternatives"] = json.dumps(list(example.alternatives))  # JSON: empty lists have no Arrow type
     tokens = tokenize_formatted(example, tokenizer, data)
     if isinstance(tokens, Dropped):
         return out | {"drop_reason": f"{tokens.reason}: {tokens.detail}"}

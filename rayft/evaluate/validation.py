@@ -1,82 +1,193 @@
-"""Evaluate the validation split across workers.
+"""Evaluate a split across workers: losses as summed counts, answers gathered, metrics once.
 
-Each worker handles every world-th example and contributes sums (loss over tokens, token
-counts, matches, examples); the sums are all-reduced, so the result is exact regardless of how
-unevenly the examples divide (no means of means).
+Each rank takes every world-th example. Losses are summed (token loss, token count) and
+all-reduced, so eval_loss is exact however unevenly the examples divide (no means of means).
+Answer-based metrics are corpus-level (BLEU's n-gram counts, ROUGE's per-example mean, F1 over
+labels), so every rank's (index, prediction, references) triples are gathered, put back in example
+order, scored once on rank 0 and the scores broadcast: every rank returns identical metrics, which
+early stopping relies on. Forward passes use the unwrapped model: DDP's forward may run collectives
+(buffer broadcasts), and ranks run different numbers of evaluation batches.
+
+The same function serves training-time validation, the forgetting monitor's general set, and
+`rayft eval` (with the same number of workers and batch size it reproduces the training-time numbers).
+
+Under DeepSpeed ZeRO-3 each forward pass gathers the weights from every rank, so all ranks must
+run the same passes: the ranks with one example fewer add an uncounted one (no trained tokens,
+answer discarded), and generate() keeps stepping until every rank is done.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedTokenizerBase
+from transformers.integrations import is_deepspeed_zero3_enabled
 
-from rayft.config import EvalConfig
-from rayft.data.tokenize import IGNORE_INDEX
-from rayft.evaluate.generation import generate_answers
-from rayft.evaluate.metrics import exact_match, perplexity
+from rayft.config import GENERAL_KEYS, METRICS, ExperimentConfig, GenerateConfig
 from rayft.data.batching import Example, collate
+from rayft.data.tokenize import IGNORE_INDEX
+from rayft.evaluate.classify import predict_labels
+from rayft.evaluate.generation import generate_answers
+from rayft.evaluate.metrics import perplexity
+from rayft.evaluate.registry import Answers, MetricContext, compute_metrics
+
+
+@dataclass
+class EvalTask:
+    """What every evaluation of a run computes; identical on every rank."""
+
+    metric_names: list[str]
+    classification: bool
+    response_prefix: str
+    generate: GenerateConfig
+    max_answered: int | None
+    context: MetricContext = field(default_factory=MetricContext)
+
+    @classmethod
+    def from_config(cls, config: ExperimentConfig, labels: list[str] | None = None) -> EvalTask:
+        return cls(
+            metric_names=config.metric_names,
+            classification=config.data.format == "classification",
+            response_prefix=config.data.response_prefix,
+            generate=config.eval.generate,
+            max_answered=config.eval.max_generate_examples,
+            context=MetricContext(labels=labels, bertscore=config.eval.bertscore),
+        )
+
+    @property
+    def answers_needed(self) -> bool:
+        return any(METRICS[name].kind != "loss" for name in self.metric_names)
+
+
+@dataclass
+class EvalOutcome:
+    metrics: dict[str, float]
+    answers: Answers | None = None
+    """Every answered example in order (identical on every rank); None when no metric needs answers."""
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
 
 
 def _all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     tensor = torch.tensor(values, dtype=torch.float64, device=device)
-    if dist.is_available() and dist.is_initialized():
+    if _distributed():
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor.tolist()
 
 
+def _gather(local: list[Any]) -> list[Any]:
+    """Every rank's items, concatenated (rank order)."""
+    if not _distributed():
+        return local
+    parts: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, local)
+    return [item for part in parts for item in part]
+
+
+def _from_rank_zero(value: Any) -> Any:
+    if not _distributed():
+        return value
+    holder = [value]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
 @torch.no_grad()
-def evaluate_validation(
+def _in_lockstep(mine: list[Example], shared: Sequence[Example], world_size: int) -> list[Example]:
+    """This rank's share of `shared`, padded to ceil(len(shared) / world_size) with uncounted
+    copies when ranks must run the same forward passes (ZeRO-3); unchanged otherwise."""
+    if world_size == 1 or not shared or not is_deepspeed_zero3_enabled():
+        return mine
+    filler = dataclasses.replace(shared[0], labels=[IGNORE_INDEX] * len(shared[0].labels))
+    return mine + [filler] * (math.ceil(len(shared) / world_size) - len(mine))
+
+
+def loss_sums(model: nn.Module, examples: Sequence[Example], pad_id: int, batch_size: int) -> tuple[float, float]:
+    """(summed token loss, trained tokens) over `examples`."""
+    device = next(model.parameters()).device
+    loss_sum, token_count = 0.0, 0.0
+    for start in range(0, len(examples), batch_size):
+        batch = collate(list(examples[start : start + batch_size]), pad_id, device)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+        shifted_labels = batch["labels"][:, 1:]
+        loss_sum += F.cross_entropy(
+            logits[:, :-1].flatten(0, 1).float(), shifted_labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
+        ).item()
+        token_count += (shifted_labels != IGNORE_INDEX).sum().item()
+    return loss_sum, token_count
+
+
+def answerable(examples: Sequence[Example], limit: int | None) -> list[Example]:
+    """Examples with a prompt and a reference answer, the first `limit` of them."""
+    usable = [example for example in examples if example.reference and example.prompt_len > 0]
+    return usable if limit is None else usable[:limit]
+
+
+def answer_examples(
+    model: nn.Module, tokenizer: PreTrainedTokenizerBase, examples: Sequence[Example], task: EvalTask, batch_size: int
+) -> list[str]:
+    """Predicted label (classification: constrained to the label set) or generated answer per example.
+
+    A model with a classification head may return label ids here instead: the metrics take ids
+    into the label set as well as label strings (rayft.evaluate.metrics.map_to_label_set)."""
+    prompts = [example.input_ids[: example.prompt_len] for example in examples]
+    if task.classification and task.context.labels:
+        return predict_labels(model, tokenizer, prompts, task.context.labels, task.response_prefix, batch_size)
+    return generate_answers(model, tokenizer, prompts, task.generate.max_new_tokens, batch_size, task.generate.num_beams)
+
+
+@torch.no_grad()
+def evaluate_split(
     model: nn.Module,
     tokenizer: PreTrainedTokenizerBase,
     examples: Sequence[Example],
-    eval_config: EvalConfig,
+    task: EvalTask,
     batch_size: int,
     rank: int,
     world_size: int,
-) -> dict[str, float]:
-    """eval_loss (token-weighted), perplexity and exact_match over the whole validation split."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    mine = list(examples[rank::world_size])
-    loss_sum, token_count = 0.0, 0.0
-    for start in range(0, len(mine), batch_size):
-        batch = collate(mine[start : start + batch_size], tokenizer.pad_token_id, device)
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
-        shifted_labels = batch["labels"][:, 1:]
-        losses = F.cross_entropy(
-            logits[:, :-1].flatten(0, 1).float(), shifted_labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
-        )
-        loss_sum += losses.item()
-        token_count += (shifted_labels != IGNORE_INDEX).sum().item()
+    general: Sequence[Example] = (),
+) -> EvalOutcome:
+    """eval_loss, the configured metrics and (with a general set) general_eval_loss/perplexity."""
+    module = getattr(model, "module", model)  # unwrap DDP; peft models generate themselves
+    was_training = module.training
+    module.eval()
+    device = next(module.parameters()).device
+    pad_id = tokenizer.pad_token_id
+    loss_sum, token_count = loss_sums(module, _in_lockstep(list(examples[rank::world_size]), examples, world_size), pad_id, batch_size)
+    general_sum, general_count = loss_sums(module, _in_lockstep(list(general[rank::world_size]), general, world_size), pad_id, batch_size)
 
-    matches, answered = 0.0, 0.0
-    if "exact_match" in eval_config.metrics:
-        answerable = [example for example in examples if example.reference and example.prompt_len > 0]
-        chosen = answerable[: eval_config.max_generate_examples][rank::world_size]
-        generator = getattr(model, "module", model)  # unwrap DDP; peft models generate themselves
-        answers = generate_answers(
-            generator,
-            tokenizer,
-            [example.input_ids[: example.prompt_len] for example in chosen],
-            eval_config.generate.max_new_tokens,
-            batch_size,
-        )
-        matches = float(sum(exact_match(answer, example.reference) for answer, example in zip(answers, chosen)))
-        answered = float(len(chosen))
+    answers: Answers | None = None
+    if task.answers_needed:
+        chosen = answerable(examples, task.max_answered)
+        mine = list(range(len(chosen)))[rank::world_size]
+        prompts = _in_lockstep([chosen[i] for i in mine], chosen, world_size)
+        predicted = answer_examples(module, tokenizer, prompts, task, batch_size)[: len(mine)]
+        triples = sorted(_gather([(i, p, [chosen[i].reference, *chosen[i].alternatives]) for i, p in zip(mine, predicted)]))
+        answers = Answers(predictions=[p for _, p, _ in triples], references=[r for _, _, r in triples])
 
-    loss_sum, token_count, matches, answered = _all_reduce_sum([loss_sum, token_count, matches, answered], device)
+    loss_sum, token_count, general_sum, general_count = _all_reduce_sum([loss_sum, token_count, general_sum, general_count], device)
     if was_training:
-        model.train()
+        module.train()
+
     eval_loss = loss_sum / max(token_count, 1.0)
     metrics = {"eval_loss": eval_loss}
-    if "perplexity" in eval_config.metrics:
+    if "perplexity" in task.metric_names:
         metrics["perplexity"] = perplexity(eval_loss)
-    if "exact_match" in eval_config.metrics and answered > 0:
-        metrics["exact_match"] = matches / answered
-    return metrics
+    if answers is not None:
+        scores = compute_metrics(task.metric_names, answers, task.context) if rank == 0 else None
+        metrics |= _from_rank_zero(scores)
+        metrics["answered"] = float(len(answers.predictions))
+    if general:
+        general_loss = general_sum / max(general_count, 1.0)
+        metrics |= dict(zip(GENERAL_KEYS, (general_loss, perplexity(general_loss))))
+    return EvalOutcome(metrics, answers)

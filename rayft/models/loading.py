@@ -110,8 +110,20 @@ def tokenizer_source(model: ModelConfig, base_path: str) -> str:
     return model.tokenizer or base_path
 
 
-def load_causal_lm(path: str, trust_remote_code: bool = False) -> PreTrainedModel:
-    return AutoModelForCausalLM.from_pretrained(path, trust_remote_code=trust_remote_code, dtype=torch.float32)
+def load_causal_lm(path: str, trust_remote_code: bool = False, attn_implementation: str | None = None) -> PreTrainedModel:
+    """fp32 weights (engines choose the compute precision); attention as configured, else transformers' default."""
+    return AutoModelForCausalLM.from_pretrained(
+        path, trust_remote_code=trust_remote_code, dtype=torch.float32, attn_implementation=attn_implementation
+    )
+
+
+def enable_gradient_checkpointing(model: PreTrainedModel) -> None:
+    """Recompute each block's activations in the backward pass instead of keeping them.
+
+    Non-reentrant checkpointing (PyTorch's recommended mode): gradients reach adapters inside a
+    block even when its inputs do not require grad (frozen embeddings under LoRA) without input hooks.
+    """
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def _first_line(err: Exception) -> str:

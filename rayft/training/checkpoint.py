@@ -2,8 +2,10 @@
 
 Layout of one checkpoint directory:
   model/                   Hugging Face format (adapter only for PEFT methods) + tokenizer
-  trainer_state.pt         optimizer, scheduler, progress and every rank's RNG states
-  rayft_checkpoint.json    marker written last; a directory without it is incomplete
+  trainer_state.pt         progress and every rank's RNG states; optimizer and scheduler (torch engine)
+  deepspeed/               DeepSpeed engine only: each rank's shard of weights, optimizer and scheduler
+  rayft_checkpoint.json    marker written last; lists every file of every rank with its size:
+                           a directory without it, or missing a listed file, is incomplete
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ class Progress:
     step: int = 0
     epoch: int = 0
     micro_batch: int = 0
+    early_stopping: dict[str, Any] | None = None
+    """EarlyStopping.state_dict() after the last evaluation, so a resumed run stops where it would have."""
 
 
 def rng_state() -> dict[str, Any]:
@@ -58,28 +62,69 @@ def save_checkpoint(
     progress: Progress,
     rank_rng_states: list[dict[str, Any]],
     metrics: dict[str, float],
+    scaler: torch.amp.GradScaler | None = None,
 ) -> None:
     """Write a complete checkpoint into `directory` (rank 0 only); the marker goes last."""
-    model.save_pretrained(directory / MODEL_DIR)
+    save_model(directory, model, tokenizer)
+    engine_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+    if scaler is not None:
+        engine_state["scaler"] = scaler.state_dict()
+    save_trainer_state(directory, progress, rank_rng_states, engine_state)
+    write_marker(directory, progress.step, len(rank_rng_states), metrics, list_files(directory))
+
+
+def save_model(
+    directory: Path, model: nn.Module, tokenizer: PreTrainedTokenizerBase, state_dict: dict[str, torch.Tensor] | None = None
+) -> None:
+    """The Hugging Face export; `state_dict` when the model's own tensors are shards (ZeRO-3)."""
+    model.save_pretrained(directory / MODEL_DIR, state_dict=state_dict)
     tokenizer.save_pretrained(directory / MODEL_DIR)
-    torch.save(
-        {
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "progress": asdict(progress),
-            "rng": rank_rng_states,
-        },
-        directory / STATE_FILE,
-    )
-    marker = {"step": progress.step, "world_size": len(rank_rng_states), "metrics": metrics, "complete": True}
+
+
+def save_trainer_state(
+    directory: Path, progress: Progress, rank_rng_states: list[dict[str, Any]], engine_state: dict[str, Any]
+) -> None:
+    torch.save({**engine_state, "progress": asdict(progress), "rng": rank_rng_states}, directory / STATE_FILE)
+
+
+def list_files(directory: Path) -> dict[str, int]:
+    """Relative path -> size of every file under `directory`."""
+    return {str(path.relative_to(directory)): path.stat().st_size for path in sorted(directory.rglob("*")) if path.is_file()}
+
+
+def write_marker(directory: Path, step: int, world_size: int, metrics: dict[str, Any], files: dict[str, int]) -> None:
+    """The completion marker, written after every file it lists (by every rank) is complete."""
+    marker = {"step": step, "world_size": world_size, "metrics": metrics, "files": files, "complete": True}
     (directory / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n")
 
 
 def read_marker(directory: Path) -> dict[str, Any]:
-    marker = directory / MARKER_FILE
-    if not marker.is_file():
+    marker_path = directory / MARKER_FILE
+    if not marker_path.is_file():
         raise IncompleteCheckpointError(f"{directory} has no {MARKER_FILE}: the save did not finish")
-    return json.loads(marker.read_text())
+    marker = json.loads(marker_path.read_text())
+    for name, size in marker.get("files", {}).items():
+        path = directory / name
+        if not path.is_file() or path.stat().st_size != size:
+            raise IncompleteCheckpointError(f"{directory}: {name} is missing or incomplete (the marker lists {size} bytes)")
+    return marker
+
+
+def check_marker(directory: Path, world_size: int) -> dict[str, Any]:
+    """The marker, after checking that the checkpoint is complete and fits this many workers."""
+    marker = read_marker(directory)
+    if marker["world_size"] != world_size:
+        raise IncompleteCheckpointError(
+            f"{directory} was written by {marker['world_size']} workers; resume with scaling.num_workers={marker['world_size']}"
+        )
+    return marker
+
+
+def load_trainer_state(directory: Path, rank: int) -> Progress:
+    """Set this rank's RNG as it was at the save; return the progress (and keep the rest in the file)."""
+    state = torch.load(directory / STATE_FILE, weights_only=False)
+    set_rng_state(state["rng"][rank])
+    return Progress(**state["progress"])
 
 
 def load_trained_weights(model: nn.Module, model_dir: Path) -> None:
@@ -103,16 +148,15 @@ def restore_checkpoint(
     scheduler: Any,
     rank: int,
     world_size: int,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> Progress:
-    """Load weights, optimizer, scheduler and this rank's RNG; return where to continue."""
-    marker = read_marker(directory)
-    if marker["world_size"] != world_size:
-        raise IncompleteCheckpointError(
-            f"{directory} was written by {marker['world_size']} workers; resume with scaling.num_workers={marker['world_size']}"
-        )
+    """Load weights, optimizer, scheduler (and loss scaler) and this rank's RNG; return where to continue."""
+    check_marker(directory, world_size)
     load_trained_weights(model, directory / MODEL_DIR)
     state = torch.load(directory / STATE_FILE, weights_only=False)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
+    if scaler is not None:
+        scaler.load_state_dict(state["scaler"])
     set_rng_state(state["rng"][rank])
     return Progress(**state["progress"])

@@ -7,8 +7,9 @@ import os
 import socket
 
 import ray
+from ray.train import ScalingConfig
 
-from rayft.config import UserInputError
+from rayft.config import ScalingSection, UserInputError
 
 WORKER_START_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
 
@@ -78,4 +79,13 @@ def _cannot_connect(target: str, reason: str) -> ClusterConnectError:
     return ClusterConnectError(
         f"address: cannot connect to the Ray cluster at {target!r} ({reason}); "
         "check --address / RAY_ADDRESS and that the cluster is up (`ray status`)"
+    )
+
+
+def worker_scaling(scaling: ScalingSection) -> ScalingConfig:
+    """Ray Train's ScalingConfig for the configured workers (training and evaluation alike)."""
+    return ScalingConfig(
+        num_workers=scaling.num_workers,
+        use_gpu=scaling.use_gpu,
+        resources_per_worker={"CPU": scaling.cpus_per_worker, **({"GPU": 1} if scaling.use_gpu else {})},
     )

@@ -16,18 +16,23 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig
 from ray.train.torch import TorchTrainer
 
 from rayft.config import ConfigError, ExperimentConfig, config_from_dict, load_config, to_yaml
-from rayft.data.pipeline import check_data_paths, prepare_datasets
+from rayft.data.pipeline import check_data_paths, label_set, prepare_datasets, read_general
+from rayft.data.split import TEST
 from rayft.data.report import write_report
 from rayft.models.loading import load_tokenizer, resolve_base_model, tokenizer_source
 from rayft.tracking.metrics_log import METRICS_FILE, read_metrics
 from rayft.tracking.plots import plot_loss_curves
 from rayft.tracking.summary import SHOWN, before_after_table
-from rayft.training.cluster import ensure_ray
+from rayft.training.checkpoint import MODEL_DIR
+from rayft.training.cluster import ensure_ray, worker_scaling
+from rayft.training.deepspeed_config import build_deepspeed_config, write_deepspeed_config
+from rayft.training.evaluation import EvalSettings, general_dataset, run_evaluation
 from rayft.training.loop import FAIL_AT_STEP_ENV, LoopSettings, train_loop_per_worker
+from rayft.tracking.eval_report import write_eval_report
 
 CONFIG_FILE = "config.yaml"
 RESULT_FILE = "result.json"
@@ -51,6 +56,15 @@ class TrainResult:
     data: dict[str, Any]
     wall_time_s: float
     checkpoints: list[dict[str, Any]] = field(default_factory=list)
+    stop_reason: str = "max_steps"
+    """'max_steps' (ran to the end) or 'early_stopping'."""
+    stopped_at_step: int | None = None
+    best_step: int | None = None
+    """Step of the best checkpoint (by eval.metric_for_best)."""
+    early_stopping: dict[str, Any] | None = None
+    """The early-stopping record when it stopped the run: metric, best value and step, patience."""
+    test_metrics: dict[str, Any] | None = None
+    """The best checkpoint on the test split (when the data has one), evaluated once at the end."""
 
 
 def as_config(config: ExperimentConfig | str | Path | dict[str, Any], overrides: list[str] | None = None) -> ExperimentConfig:
@@ -101,16 +115,11 @@ def build_trainer(
     config: ExperimentConfig, settings: LoopSettings, datasets: dict[str, Any], callbacks: list[Any] | None = None
 ) -> TorchTrainer:
     """The TorchTrainer of one run; a sweep passes Tune's report callback."""
-    scaling = config.scaling
     score = config.eval.metric_for_best if "validation" in datasets else None
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config=asdict(settings),
-        scaling_config=ScalingConfig(
-            num_workers=scaling.num_workers,
-            use_gpu=scaling.use_gpu,
-            resources_per_worker={"CPU": scaling.cpus_per_worker, **({"GPU": 1} if scaling.use_gpu else {})},
-        ),
+        scaling_config=worker_scaling(config.scaling),
         run_config=RunConfig(
             name=config.name,
             storage_path=str(config.run_dir.parent),
@@ -180,16 +189,24 @@ def _train_folds(config: ExperimentConfig, address: str | None, resume: bool) ->
 
 def _train_one(config: ExperimentConfig, address: str | None, resume: bool) -> TrainResult:
     started = time.time()
+    deepspeed_config = build_deepspeed_config(config) if config.train.backend == "deepspeed" else None
     run_dir = prepare_run_dir(config, resume)
     check_data_paths(config.data)
+    if deepspeed_config is not None:
+        write_deepspeed_config(deepspeed_config, run_dir)
     base_model = resolve_base_model(config.model, run_dir)
     tokenizer_path = tokenizer_source(config.model, base_model)
     load_tokenizer(tokenizer_path, config.model.trust_remote_code)  # fails fast, before Ray, on a bad tokenizer
+    general_rows = read_general(config, run_dir)  # the forgetting monitor's set (eval.general), checked before Ray
 
     ensure_ray(address, config.scaling.num_workers * config.scaling.cpus_per_worker + 1)
     prepared = prepare_datasets(config, tokenizer_path, run_dir)
     write_report(config, prepared.counts, prepared.stats, run_dir)
     datasets = {name: prepared.datasets[name] for name in ("train", "validation") if name in prepared.datasets}
+    general = general_dataset(config, general_rows, tokenizer_path) if "validation" in datasets else None
+    if general is not None:
+        datasets["general"] = general
+    labels = label_set(prepared.stats, config.data)
     settings = LoopSettings(
         experiment=config.model_dump(mode="json"),
         base_model=base_model,
@@ -197,6 +214,9 @@ def _train_one(config: ExperimentConfig, address: str | None, resume: bool) -> T
         run_dir=str(run_dir),
         has_validation="validation" in datasets,
         fail_at_step=int(os.environ.get(FAIL_AT_STEP_ENV, "0")),
+        labels=labels,
+        has_general="general" in datasets,
+        deepspeed_config=deepspeed_config,
     )
     try:
         result = build_trainer(config, settings, datasets).fit()
@@ -209,22 +229,45 @@ def _train_one(config: ExperimentConfig, address: str | None, resume: bool) -> T
     start = next((r for r in records if r.get("step") == 0), {})
     checkpoints = list(result.best_checkpoints or [])
     best = _best(checkpoints, config.eval.metric_for_best, config.eval.mode)
+    stopped = next((r for r in records if r.get("stop_reason")), None)
     summary = TrainResult(
         run_dir=str(run_dir),
         best_checkpoint=best[0].path if best else None,
         last_checkpoint=result.checkpoint.path if result.checkpoint else None,
         metrics=dict(result.metrics or {}),
         best_metrics=dict(best[1]) if best else {},
-        before={k: v for k, v in start.items() if k in {"eval_loss", "perplexity", "exact_match"}},
+        before={k: start[k] for k in config.eval_keys if k in start},
         trainable_params=start.get("trainable_params"),
         total_params=start.get("total_params"),
         data=asdict(prepared.counts),
         wall_time_s=round(time.time() - started, 2),
         checkpoints=[{"path": c.path, **m} for c, m in checkpoints],
+        stop_reason=stopped["stop_reason"] if stopped else "max_steps",
+        stopped_at_step=(result.metrics or {}).get("step"),
+        best_step=best[1].get("step") if best else None,
+        early_stopping=stopped["early_stopping"] if stopped else None,
     )
     (run_dir / RESULT_FILE).write_text(json.dumps(asdict(summary), indent=2, default=str) + "\n")
     plot_loss_curves(records, run_dir / LOSS_PLOT_FILE, f"{config.name}: loss")
+    if config.eval.test_at_end and TEST in prepared.datasets and best is not None:
+        test_data = {"eval": prepared.datasets[TEST]} | ({"general": datasets["general"]} if "general" in datasets else {})
+        summary.test_metrics = _evaluate_test(config, base_model, tokenizer_path, best[0].path, test_data, labels, run_dir)
+        summary.wall_time_s = round(time.time() - started, 2)
+        (run_dir / RESULT_FILE).write_text(json.dumps(asdict(summary), indent=2, default=str) + "\n")
     return summary
+
+
+def _evaluate_test(
+    config: ExperimentConfig, base_model: str, tokenizer_path: str, checkpoint: str, datasets: dict[str, Any],
+    labels: list[str] | None, run_dir: Path,
+) -> dict[str, Any]:
+    """Score the best checkpoint on the test split, once, as `rayft eval --checkpoint best --split test` would."""
+    settings = EvalSettings(
+        experiment=config.model_dump(mode="json"), base_model=base_model, tokenizer=tokenizer_path,
+        model_dir=str(Path(checkpoint) / MODEL_DIR), labels=labels, has_general="general" in datasets,
+    )
+    report = write_eval_report(run_evaluation(config, settings, datasets, TEST, checkpoint), run_dir, base=False)
+    return report.metrics
 
 
 def render_kfold_summary(result: KFoldResult) -> str:
@@ -243,10 +286,17 @@ def render_summary(result: TrainResult) -> str:
     if result.trainable_params is not None and result.total_params:
         share = 100 * result.trainable_params / result.total_params
         params = f"trainable parameters: {result.trainable_params:,} of {result.total_params:,} ({share:.2f}%)\n"
+    stopped = ""
+    if result.stop_reason == "early_stopping" and result.early_stopping is not None:
+        record = result.early_stopping
+        stopped = (
+            f"stopped early at step {result.stopped_at_step}: {record['metric']} did not improve by more than "
+            f"{record['min_delta']} for {record['patience']} evaluations (best {record['best']:.4f} at step {record['best_step']})\n"
+        )
     return (
         f"\nrun directory: {result.run_dir}\n{params}"
-        f"best checkpoint: {result.best_checkpoint}\n"
+        f"best checkpoint: {result.best_checkpoint} (step {result.best_step})\n{stopped}"
         f"wall time: {result.wall_time_s:.1f} s\n\n"
-        + before_after_table(result.before, result.best_metrics)
+        + before_after_table(result.before, result.best_metrics, result.test_metrics)
         + "\n"
     )

@@ -14,29 +14,27 @@ import random
 import shutil
 import tempfile
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import ray.train
-import ray.train.torch
 import torch
 import torch.distributed as dist
 from ray.experimental import tqdm_ray
-from torch import nn
-from transformers import get_scheduler
 
-from rayft.config import ExperimentConfig, TrainConfig, total_warmup_steps
+from rayft.config import ExperimentConfig, TrainConfig
 from rayft.data.batching import Example, collate, epoch_batches, load_examples, micro_batches_per_epoch
 from rayft.data.packing import pack_examples
 from rayft.data.tokenize import IGNORE_INDEX
-from rayft.evaluate.validation import evaluate_validation
-from rayft.models.loading import load_causal_lm, load_tokenizer
+from rayft.evaluate.early_stopping import EarlyStopping
+from rayft.evaluate.validation import EvalTask, evaluate_split
+from rayft.models.loading import enable_gradient_checkpointing, load_causal_lm, load_tokenizer
 from rayft.models.methods import apply_method, count_parameters
 from rayft.tracking.metrics_log import METRICS_FILE, MetricsLog
-from rayft.training.checkpoint import Progress, restore_checkpoint, rng_state, save_checkpoint
+from rayft.training.checkpoint import Progress, rng_state
+from rayft.training.engines import Engine, create_engine
 
 logger = logging.getLogger("rayft.train")
 
@@ -62,6 +60,11 @@ class LoopSettings:
     run_dir: str
     has_validation: bool
     fail_at_step: int = 0
+    labels: list[str] | None = None
+    """Classification label set (sorted labels of the training split)."""
+    has_general: bool = False
+    """A general held-out set (eval.general) is passed as dataset 'general' (forgetting monitor)."""
+    deepspeed_config: dict[str, Any] | None = None
 
 
 def seed_everything(seed: int) -> None:
@@ -70,23 +73,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_optimizer(model: nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW; biases and 1-d weights (norms) get no weight decay."""
-    decay, no_decay = [], []
-    for parameter in model.parameters():
-        if parameter.requires_grad:
-            (no_decay if parameter.ndim < 2 else decay).append(parameter)
-    groups = [{"params": decay, "weight_decay": train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=train.lr)
-
-
 def total_steps(train: TrainConfig, steps_per_epoch: int) -> int:
     if train.max_steps is not None:
         return train.max_steps
     return max(1, math.ceil(train.epochs * steps_per_epoch))
 
 
-def forward_backward(model: nn.Module, micro_batches: list[dict[str, torch.Tensor]], device: torch.device) -> torch.Tensor:
+def forward_backward(engine: Engine, micro_batches: list[dict[str, torch.Tensor]], device: torch.device) -> torch.Tensor:
     """Accumulate the gradients of one optimizer step; returns its (detached) mean token loss.
 
     transformers divides each micro-batch's summed token loss by the trained tokens of the whole
@@ -97,12 +90,12 @@ def forward_backward(model: nn.Module, micro_batches: list[dict[str, torch.Tenso
     step_tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in micro_batches)
     total = torch.zeros((), device=device)
     for index, batch in enumerate(micro_batches):
-        last = index == len(micro_batches) - 1
-        with nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync():
+        with engine.accumulating(last=index == len(micro_batches) - 1):
             on_device = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
-            loss = model(**on_device, num_items_in_batch=step_tokens, use_cache=False).loss
-            loss.backward()
-        total += loss.detach()
+            with engine.autocast():
+                loss = engine.model(**on_device, num_items_in_batch=step_tokens, use_cache=False).loss
+            engine.backward(loss)
+        total += loss.detach().float()
     return total
 
 
@@ -115,29 +108,17 @@ def _gather_rng_states() -> list[dict[str, Any]]:
     return states
 
 
-def _report(
-    metrics: dict[str, Any],
-    save: bool,
-    rank: int,
-    model: nn.Module,
-    tokenizer: Any,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    progress: Progress,
-) -> None:
-    """Report to Ray Train on every rank (same count everywhere); rank 0 attaches the checkpoint."""
+def _report(metrics: dict[str, Any], save: bool, engine: Engine, tokenizer: Any, progress: Progress) -> None:
+    """Report to Ray Train on every rank (same count everywhere); each rank that wrote part of
+    the checkpoint (rank 0; every rank under DeepSpeed) attaches it, into one shared directory."""
     if not save:
         ray.train.report(metrics)
         return
     rng_states = _gather_rng_states()  # collective: every rank takes part
-    if rank != 0:
-        ray.train.report(metrics)
-        return
     directory = Path(tempfile.mkdtemp(prefix="rayft-ckpt-"))
     try:
-        unwrapped = getattr(model, "module", model)
-        save_checkpoint(directory, unwrapped, tokenizer, optimizer, scheduler, progress, rng_states, metrics)
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(directory)))
+        wrote = engine.save(directory, tokenizer, progress, rng_states, metrics)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(directory)) if wrote else None)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 
@@ -163,7 +144,10 @@ def train_loop_per_worker(settings: dict[str, Any]) -> None:
     # ---- model and method (same seed on every rank: identical adapter init)
     seed_everything(train_cfg.seed)
     tokenizer = load_tokenizer(loop.tokenizer)
-    model = apply_method(load_causal_lm(loop.base_model), config.method)
+    model = load_causal_lm(loop.base_model, attn_implementation=config.model.attn_implementation)
+    if train_cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    model = apply_method(model, config.method)
     trainable_params, total_params = count_parameters(model)
     if rank == 0:
         logger.info(
@@ -176,6 +160,7 @@ def train_loop_per_worker(settings: dict[str, Any]) -> None:
     val_examples: list[Example] = (
         load_examples(ray.train.get_dataset_shard("validation").iter_rows()) if loop.has_validation else []
     )
+    general_examples = load_examples(ray.train.get_dataset_shard("general").iter_rows()) if loop.has_general else []
     packing_stats = None
     if config.data.packing:
         train_examples, packing_stats = pack_examples(train_examples, config.data.max_length)
@@ -183,33 +168,33 @@ def train_loop_per_worker(settings: dict[str, Any]) -> None:
     steps_per_epoch = math.ceil(micro_per_epoch / train_cfg.grad_accum)
     max_steps = total_steps(train_cfg, steps_per_epoch)
 
-    # ---- engine: DDP, optimizer, schedule
-    model = ray.train.torch.prepare_model(model)
-    optimizer = build_optimizer(model, train_cfg)
-    scheduler = get_scheduler(
-        train_cfg.scheduler,
-        optimizer,
-        num_warmup_steps=total_warmup_steps(train_cfg, max_steps),
-        num_training_steps=max_steps,
-    )
-    device = ray.train.torch.get_device()
+    # ---- engine: torch DDP or DeepSpeed ZeRO, with optimizer, schedule and precision (engines.py)
+    engine = create_engine(config, model, max_steps, loop.deepspeed_config)
+    model, device = engine.model, engine.device
 
     # ---- resume
     progress = Progress()
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
-            progress = restore_checkpoint(Path(directory), getattr(model, "module", model), optimizer, scheduler, rank, world_size)
+            progress = engine.restore(Path(directory), rank, world_size)
         logger.info("rank %d resumed at step %d (epoch %d, micro-batch %d)", rank, progress.step, progress.epoch, progress.micro_batch)
     else:
         seed_everything(train_cfg.seed + rank)  # distinct dropout noise per rank
     fail_at = loop.fail_at_step if checkpoint is None else 0
+    stopping = train_cfg.early_stopping
+    stopper = None if stopping is None else (
+        EarlyStopping.from_state(progress.early_stopping) if progress.early_stopping
+        else EarlyStopping(stopping.metric, stopping.mode, stopping.patience, stopping.min_delta)
+    )
     log = MetricsLog(Path(loop.run_dir) / METRICS_FILE) if rank == 0 else None
     if log is not None:
         log.truncate_after(progress.step)
 
+    eval_task = EvalTask.from_config(config, loop.labels)
+
     def evaluate() -> dict[str, float]:
-        return evaluate_validation(model, tokenizer, val_examples, config.eval, train_cfg.batch_size, rank, world_size)
+        return evaluate_split(model, tokenizer, val_examples, eval_task, train_cfg.batch_size, rank, world_size, general_examples).metrics
 
     def record(metrics: dict[str, Any]) -> None:
         if log is not None:
@@ -222,7 +207,7 @@ def train_loop_per_worker(settings: dict[str, Any]) -> None:
         if val_examples:
             start_metrics |= evaluate()
         record(start_metrics)
-        _report({"step": 0, **start_metrics}, False, rank, model, tokenizer, optimizer, scheduler, progress)
+        _report({"step": 0, **start_metrics}, False, engine, tokenizer, progress)
 
     # ---- the loop
     bar = tqdm_ray.tqdm(total=max_steps, desc=f"{config.name} steps") if rank == 0 else None
@@ -232,18 +217,17 @@ def train_loop_per_worker(settings: dict[str, Any]) -> None:
     running_loss = torch.zeros((), device=device)
     window_tokens, window_steps, window_start = 0, 0, time.perf_counter()
     last_eval: dict[str, float] = {}
-    while progress.step < max_steps:
+    stop = False
+    while progress.step < max_steps and not stop:
         batches = epoch_batches(len(train_examples), train_cfg.batch_size, world_size, rank, train_cfg.seed, progress.epoch)
-        while progress.micro_batch < len(batches) and progress.step < max_steps:
+        while progress.micro_batch < len(batches) and progress.step < max_steps and not stop:
             group = batches[progress.micro_batch : progress.micro_batch + train_cfg.grad_accum]
             collated = [collate([train_examples[i] for i in ids], tokenizer.pad_token_id) for ids in group]
             window_tokens += sum(len(train_examples[i].input_ids) for ids in group for i in ids)
-            running_loss += forward_backward(model, collated, device)
-            if train_cfg.max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            running_loss += forward_backward(engine, collated, device)
+            engine.clip(train_cfg.max_grad_norm)
+            engine.step()  # optimizer, then schedule
+            engine.zero_grad()
             progress.step += 1
             progress.micro_batch += len(group)
             window_steps += 1
@@ -259,7 +243,7 @@ def train_loop_per_worker(settings: dict[str, Any]) -> None:
                     raise NonFiniteLoss(f"{NON_FINITE_LOSS}: training loss is {window_loss} by step {progress.step}; lower train.lr or check the data")
                 record({
                     "loss": window_loss,
-                    "lr": scheduler.get_last_lr()[0],
+                    "lr": engine.lr(),
                     "tokens_per_s": window_tokens * world_size / max(elapsed, 1e-9),
                 })
                 running_loss.zero_()
@@ -273,8 +257,14 @@ def train_loop_per_worker(settings: dict[str, Any]) -> None:
             if do_eval:
                 last_eval = evaluate()
                 record(last_eval)
+            if do_eval and stopper is not None:  # same values on every rank: every rank stops here
+                stop = stopper.update(progress.step, last_eval)
+                progress.early_stopping = stopper.state_dict()
+                save = save or stop  # the state training stopped in is kept
             if do_eval or save:
-                _report({"step": progress.step, "epoch": round(progress.step / steps_per_epoch, 4), **last_eval}, save, rank, model, tokenizer, optimizer, scheduler, progress)
+                _report({"step": progress.step, "epoch": round(progress.step / steps_per_epoch, 4), **last_eval}, save, engine, tokenizer, progress)
+            if stop and stopper is not None:
+                record({"stop_reason": "early_stopping", "early_stopping": stopper.state_dict()})
             if fail_at and progress.step == fail_at and rank == 0:
                 raise RuntimeError(f"{FAIL_AT_STEP_ENV}={fail_at}: injected failure after step {fail_at}")
     if bar is not None:

@@ -22,10 +22,12 @@ from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from rayft.config import ConfigError, ExperimentConfig, TuneSection, config_from_dict, to_yaml, with_params
-from rayft.data.pipeline import check_data_paths, prepare_datasets
+from rayft.data.pipeline import check_data_paths, label_set, prepare_datasets, read_general
 from rayft.data.report import write_report
 from rayft.models.loading import load_tokenizer, resolve_base_model, tokenizer_source
 from rayft.training.cluster import ensure_ray
+from rayft.training.deepspeed_config import build_deepspeed_config
+from rayft.training.evaluation import general_dataset
 from rayft.training.launch import CONFIG_FILE, as_config, build_trainer
 from rayft.training.loop import LoopSettings
 from rayft.tune.batch_size import find_batch_size
@@ -54,7 +56,10 @@ class SweepResult:
     notes: list[str] = field(default_factory=list)
 
 
-def run_trial(params: dict[str, Any], base: dict[str, Any], datasets: dict[str, Any], base_model: str, tokenizer: str, trials_dir: str) -> None:
+def run_trial(
+    params: dict[str, Any], base: dict[str, Any], datasets: dict[str, Any], base_model: str, tokenizer: str, trials_dir: str,
+    labels: list[str] | None = None,
+) -> None:
     """One trial: the base experiment with the sampled values, fitted as a whole Train run.
     A restored trial runs this again; the Train run of the same name resumes from its checkpoint."""
     trial_id = tune.get_context().get_trial_id()
@@ -63,7 +68,9 @@ def run_trial(params: dict[str, Any], base: dict[str, Any], datasets: dict[str, 
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / CONFIG_FILE).write_text(to_yaml(config))
     settings = LoopSettings(
-        experiment=config.model_dump(mode="json"), base_model=base_model, tokenizer=tokenizer, run_dir=str(run_dir), has_validation=True
+        experiment=config.model_dump(mode="json"), base_model=base_model, tokenizer=tokenizer, run_dir=str(run_dir), has_validation=True,
+        labels=labels, has_general="general" in datasets,
+        deepspeed_config=build_deepspeed_config(config) if config.train.backend == "deepspeed" else None,
     )
     build_trainer(config, settings, datasets, callbacks=[TuneReportCallback()]).fit()
 
@@ -136,6 +143,7 @@ def sweep(
     base_model = resolve_base_model(config.model, sweep_dir)
     tokenizer_path = tokenizer_source(config.model, base_model)
     load_tokenizer(tokenizer_path, config.model.trust_remote_code)
+    general_rows = read_general(config, sweep_dir)  # the forgetting monitor's set, checked before Ray
     ensure_ray(address, trial_cpus(config), dashboard=True)  # Train inside Tune trials needs the dashboard
     if section.batch_size_search is not None:
         found = find_batch_size(config, base_model)
@@ -146,12 +154,15 @@ def sweep(
     prepared = prepare_datasets(config, tokenizer_path, sweep_dir)
     write_report(config, prepared.counts, prepared.stats, sweep_dir)
     datasets = {name: prepared.datasets[name] for name in ("train", "validation") if name in prepared.datasets}
+    general = general_dataset(config, general_rows, tokenizer_path)
+    if general is not None:
+        datasets["general"] = general
 
     base = config.model_dump(mode="json", exclude={"tune"})
     trainable = tune.with_resources(
         tune.with_parameters(
             run_trial, base=base, datasets=datasets, base_model=base_model, tokenizer=tokenizer_path,
-            trials_dir=str(sweep_dir / TRIALS_DIR),
+            trials_dir=str(sweep_dir / TRIALS_DIR), labels=label_set(prepared.stats, config.data),
         ),
         {"CPU": 1},
     )

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 import rayft
+from rayft.config import DEFAULT_METRICS, METRICS
 from tests.conftest import tiny_experiment, write_jsonl
 
 pytestmark = pytest.mark.ray
@@ -47,8 +48,12 @@ def test_format_trains_end_to_end(tmp_path: Path, task: str) -> None:
     counts = result.data
     assert counts["read"] == counts["kept"] + sum(counts["quarantined"].values()) + sum(counts["filtered"].values())
     assert result.best_metrics["eval_loss"] < result.before["eval_loss"] - 0.5
-    assert ("exact_match" in result.best_metrics) == (task != "text"), "text has no single answer to match"
+    defaults = [key for name in DEFAULT_METRICS[task] for key in METRICS[name].keys]
+    assert set(defaults) <= set(result.best_metrics), "each format reports its default metrics"
+    assert ("answered" in result.best_metrics) == (task != "text"), "text has no single answer to match"
     report = json.loads((Path(result.run_dir) / "data_report.json").read_text())
     if task == "classification":
         assert set(report["splits"]["train"]["labels"]) == {"short", "long"}
         assert sum(report["splits"]["train"]["labels"].values()) == 144
+        # labels are scored within the label set: no prediction falls outside it
+        assert result.best_metrics["invalid_predictions"] == 0 and 0 <= result.best_metrics["accuracy"] <= 1

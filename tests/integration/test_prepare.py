@@ -57,3 +57,21 @@ def test_overlength_error_names_the_first_long_row(tmp_path: Path) -> None:
     tokenizer_path = tokenizer_source(config.model, resolve_base_model(config.model, run_dir))
     with pytest.raises(DataError, match=rf"d\.jsonl:6: overlength: \d+ tokens > max_length 60 \(data.overlength is 'error'"):
         prepare_datasets(config, tokenizer_path, run_dir)
+
+
+def test_augmented_training_rows_are_counted_and_only_in_train(tmp_path: Path) -> None:
+    rows = [json.loads(line) for line in QUICKSTART_DATA.read_text().splitlines()[:50]]
+    config = config_from_dict(tiny_experiment(tmp_path, data={
+        "train": str(write_jsonl(tmp_path / "d.jsonl", rows)), "max_length": 96, "split": {"val": 0.2, "test": 0.0},
+        "augment": [{"op": "word_swap", "swaps": 1, "p": 1.0, "copies": 1, "fields": ["instruction"]}],
+    }))
+    run_dir = tmp_path / "run"
+    prepared = prepare_datasets(config, tokenizer_source(config.model, resolve_base_model(config.model, run_dir)), run_dir)
+    counts = prepared.counts
+    assert counts.splits == {"train": 80, "validation": 10, "test": 0}  # 40 rows + one swapped copy each
+    assert counts.augmented == {"word_swap": {"added": 40, "discarded": 0, "filtered": 0}}
+    assert counts.read == counts.kept == 50  # augmented rows are counted apart from the input
+    report = json.loads((run_dir / SUMMARY_FILE).read_text())
+    assert report["augmented"]["word_swap"]["added"] == 40
+    train_orders = [row["order"] for row in prepared.datasets["train"].take_all()]
+    assert len(set(train_orders)) == 80

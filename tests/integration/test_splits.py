@@ -13,6 +13,7 @@ from tests.conftest import tiny_experiment, write_jsonl
 
 pytestmark = pytest.mark.ray
 FAST = {"max_steps": 6, "lr": 5e-3, "logging_steps": 3, "eval_steps": 6, "save_steps": 6}
+NO_TEST_EVAL = {"test_at_end": False}  # these tests are about splits; the test-split evaluation is tested elsewhere
 
 
 def _rows(count: int) -> list[dict]:
@@ -25,7 +26,7 @@ def _rows(count: int) -> list[dict]:
 
 def test_kfold_trains_every_fold_and_reports_mean_and_std(tmp_path: Path) -> None:
     data = write_jsonl(tmp_path / "d.jsonl", _rows(90))
-    config = tiny_experiment(tmp_path, name="cv", train=FAST, data={
+    config = tiny_experiment(tmp_path, name="cv", train=FAST, eval=NO_TEST_EVAL, data={
         "train": str(data), "split": {"val": 0.0, "test": 0.1, "stratify_by": "parity"}, "kfold": {"k": 3},
     })
     result = rayft.train(config)
@@ -44,7 +45,7 @@ def test_kfold_trains_every_fold_and_reports_mean_and_std(tmp_path: Path) -> Non
 
 def test_time_split_trains_on_the_past_and_validates_on_the_latest(tmp_path: Path) -> None:
     data = write_jsonl(tmp_path / "d.jsonl", _rows(100))
-    config = tiny_experiment(tmp_path, name="by-time", train=FAST, data={
+    config = tiny_experiment(tmp_path, name="by-time", train=FAST, eval=NO_TEST_EVAL, data={
         "train": str(data), "split": {"val": 0.2, "test": 0.1, "time_column": "day"},
     })
     result = rayft.train(config)

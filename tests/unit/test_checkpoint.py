@@ -8,6 +8,7 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, ByT5Tokenizer, get_scheduler
 
+from rayft.evaluate.early_stopping import EarlyStopping
 from rayft.config import LoraMethod, ModelConfig, TinyModelSpec
 from rayft.models.loading import load_causal_lm, resolve_base_model
 from rayft.models.methods import apply_method
@@ -36,6 +37,8 @@ def _step(model, optimizer, scheduler) -> None:
     scheduler.step()
     optimizer.zero_grad()
 
+STOPPING = EarlyStopping("eval_loss", "min", patience=3, best=1.5, best_step=2, bad_evaluations=1).state_dict()
+
 
 def test_lora_checkpoint_holds_only_the_adapter_and_restores_exactly(tmp_path: Path, byte_tokenizer: ByT5Tokenizer) -> None:
     base = resolve_base_model(ModelConfig(tiny=TinyModelSpec(hidden=32, layers=2, heads=4)), tmp_path)
@@ -44,7 +47,7 @@ def test_lora_checkpoint_holds_only_the_adapter_and_restores_exactly(tmp_path: P
         _step(model, optimizer, scheduler)
     directory = tmp_path / "ckpt"
     saved_rng = rng_state()
-    save_checkpoint(directory, model, byte_tokenizer, optimizer, scheduler, Progress(3, 0, 3), [saved_rng], {"eval_loss": 1.0})
+    save_checkpoint(directory, model, byte_tokenizer, optimizer, scheduler, Progress(3, 0, 3, early_stopping=STOPPING), [saved_rng], {"eval_loss": 1.0})
 
     files = {p.name for p in (directory / "model").iterdir()}
     assert {"adapter_model.safetensors", "adapter_config.json"} <= files
@@ -59,7 +62,7 @@ def test_lora_checkpoint_holds_only_the_adapter_and_restores_exactly(tmp_path: P
     # a fresh model + optimizer restored from the checkpoint continues exactly as the original does
     fresh, fresh_opt, fresh_sched = _lora_setup(base)
     progress = restore_checkpoint(directory, fresh, fresh_opt, fresh_sched, rank=0, world_size=1)
-    assert progress == Progress(3, 0, 3)
+    assert progress == Progress(3, 0, 3, early_stopping=STOPPING)  # a resumed run stops where it would have
     assert fresh_sched.state_dict() == scheduler.state_dict()
     assert torch.equal(torch.get_rng_state(), saved_rng["torch"])
     _step(fresh.train(), fresh_opt, fresh_sched)

@@ -79,3 +79,25 @@ def test_data_preview_marks_the_trained_part(tmp_path: Path, capsys) -> None:
         f"--- {tmp_path / 'd.jsonl'}:1  33 tokens, 4 trained\nInstruction: Say hi\nResponse:[[ hi</s>]]",
         f"--- {tmp_path / 'd.jsonl'}:2  40 tokens, 3 trained\nInstruction: Add\nInput: 1 2\nResponse:[[ 3</s>]]\n",
     ]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--checkpoint", "best"], "--checkpoint best: {run} holds no finished run (no result.json)"),
+        (["--checkpoint", "{tmp}/nowhere"], "--checkpoint: '{tmp}/nowhere' is not a rayft checkpoint"),
+        (["--base", "--split", "test"], "--split test: the config gives this run no test rows (data.split.test)"),
+    ],
+)
+def test_eval_user_errors_exit_2_before_ray(tmp_path: Path, capsys, args: list[str], message: str) -> None:
+    config = _write_config(tmp_path)
+    filled = [a.format(tmp=tmp_path) for a in args]
+    assert main(["eval", str(config), *filled]) == 2
+    err = capsys.readouterr().err
+    assert message.format(run=tmp_path / "runs" / "t", tmp=tmp_path) in err and len(err.strip().splitlines()) == 1
+    assert not ray.is_initialized()
+
+
+def test_eval_with_an_unknown_metric_lists_the_valid_names(tmp_path: Path, capsys) -> None:
+    assert main(["eval", str(_write_config(tmp_path)), "--base", "eval.metrics=[bleu, meteor]"]) == 2
+    assert "eval.metrics: unknown metric 'meteor'; valid metrics: perplexity, exact_match, f1, bleu, chrf, rouge" in capsys.readouterr().err

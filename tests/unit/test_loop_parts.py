@@ -6,7 +6,8 @@ from transformers import ByT5Tokenizer
 from rayft.config import TinyModelSpec, TrainConfig
 from rayft.data.batching import Example, collate
 from rayft.models.loading import build_tiny_model
-from rayft.training.loop import build_optimizer, forward_backward, total_steps
+from rayft.training.engines import TorchDDPEngine, build_optimizer
+from rayft.training.loop import forward_backward, total_steps
 
 
 def _examples(n: int) -> list[Example]:
@@ -31,9 +32,10 @@ def test_accumulated_micro_batches_equal_one_big_batch(byte_tokenizer: ByT5Token
     model = build_tiny_model(TinyModelSpec(hidden=32, heads=4), byte_tokenizer)
     examples = _examples(8)
     cpu = torch.device("cpu")
-    whole = forward_backward(model, [collate(examples, 0)], cpu)
+    engine = TorchDDPEngine(model, TrainConfig(), max_steps=1, device=cpu, precision="fp32")
+    whole = forward_backward(engine, [collate(examples, 0)], cpu)
     big = _grads(model)
-    split = forward_backward(model, [collate(examples[:4], 0), collate(examples[4:], 0)], cpu)
+    split = forward_backward(engine, [collate(examples[:4], 0), collate(examples[4:], 0)], cpu)
     accumulated = _grads(model)
     torch.testing.assert_close(split, whole)
     for a, b in zip(accumulated, big):
