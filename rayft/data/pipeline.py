@@ -19,6 +19,7 @@ import pandas as pd
 import ray.data
 
 from rayft.config import DataConfig, ExperimentConfig
+from rayft.data.classification import label_of, tokenize_for_head
 from rayft.data.formats import format_record, validate_record
 from rayft.data.readers import DataError, RowProblem, expand_paths, read_rows
 from rayft.data.split import TEST, TRAIN, VAL, assign_folds, assign_splits, parse_time
@@ -115,29 +116,36 @@ def _check_usable(result: _ReadResult, key: str, data: DataConfig, quarantine: P
 
 
 @lru_cache(maxsize=4)
-def _cached_tokenizer(path: str) -> Any:
+def _cached_tokenizer(path: str, need_eos: bool = True) -> Any:
     from rayft.models.loading import load_tokenizer
 
-    return load_tokenizer(path)
+    return load_tokenizer(path, need_eos=need_eos)
 
 
 class _TokenizeBatch:
-    """Ray Data transform: format and tokenize a batch, marking (not raising on) rows to filter."""
+    """Ray Data transform: format and tokenize a batch, marking (not raising on) rows to filter.
+    With `label2id` (a classification head) rows become text ids and one label id instead."""
 
-    def __init__(self, tokenizer_path: str, data: DataConfig) -> None:
+    def __init__(self, tokenizer_path: str, data: DataConfig, label2id: dict[str, int] | None = None) -> None:
         self.tokenizer_path = tokenizer_path
         self.data = data
+        self.label2id = label2id
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        tokenizer = _cached_tokenizer(self.tokenizer_path)
+        tokenizer = _cached_tokenizer(self.tokenizer_path, need_eos=self.label2id is None)
         columns: dict[str, list[Any]] = {"input_ids": [], "labels": [], "prompt_len": [], "reference": [], "drop_reason": []}
         for record in batch["record"]:
             result: Any
             reference = ""
             try:
-                example = format_record(json.loads(record), self.data, tokenizer)
-                reference = example.reference
-                result = tokenize_formatted(example, tokenizer, self.data)
+                if self.label2id is not None:
+                    parsed = json.loads(record)
+                    reference = label_of(parsed, self.data)
+                    result = tokenize_for_head(parsed, self.data, tokenizer, self.label2id)
+                else:
+                    example = format_record(json.loads(record), self.data, tokenizer)
+                    reference = example.reference
+                    result = tokenize_formatted(example, tokenizer, self.data)
             except ValueError as err:  # a chat template that cannot be split into turns
                 result = Dropped("unformattable", str(err))
             dropped = isinstance(result, Dropped)
@@ -149,9 +157,9 @@ class _TokenizeBatch:
         return batch.assign(**columns)
 
 
-def _tokenize(rows: list[dict[str, Any]], tokenizer_path: str, data: DataConfig) -> ray.data.Dataset:
+def _tokenize(rows: list[dict[str, Any]], tokenizer_path: str, data: DataConfig, label2id: dict[str, int] | None) -> ray.data.Dataset:
     dataset = ray.data.from_items(rows, override_num_blocks=max(1, min(8, len(rows) // 512)))
-    return dataset.map_batches(_TokenizeBatch(tokenizer_path, data), batch_format="pandas").materialize()
+    return dataset.map_batches(_TokenizeBatch(tokenizer_path, data, label2id), batch_format="pandas").materialize()
 
 
 def _filtered_rows(dataset: ray.data.Dataset) -> list[dict[str, Any]]:
@@ -238,8 +246,12 @@ def mix_by_weight(rows: list[dict[str, Any]], weights: list[float], seed: int) -
     return [rows[i] for i in sorted(keep)], len(rows) - len(keep)
 
 
-def tokenize_splits(split_rows: SplitRows, config: ExperimentConfig, tokenizer_path: str, run_dir: Path) -> PreparedData:
-    """Tokenize each split on Ray Data; filter (and count) rows that cannot train; write data_summary.json."""
+def tokenize_splits(
+    split_rows: SplitRows, config: ExperimentConfig, tokenizer_path: str, run_dir: Path, labels: list[str] | None = None
+) -> PreparedData:
+    """Tokenize each split on Ray Data; filter (and count) rows that cannot train; write data_summary.json.
+    `labels` (a classification head's label set) turns each row into text ids and a label id."""
+    label2id = {label: index for index, label in enumerate(labels)} if labels is not None else None
     data = config.data
     counts = split_rows.counts
     datasets: dict[str, ray.data.Dataset] = {}
@@ -248,7 +260,7 @@ def tokenize_splits(split_rows: SplitRows, config: ExperimentConfig, tokenizer_p
         if not rows:
             counts.splits[name] = 0
             continue
-        tokenized = _tokenize(rows, tokenizer_path, data)
+        tokenized = _tokenize(rows, tokenizer_path, data, label2id)
         dropped = _filtered_rows(tokenized)
         overlong = [d for d in dropped if d["drop_reason"].startswith("overlength")]
         if overlong and data.overlength == "error":

@@ -48,6 +48,7 @@ def evaluate_validation(
     for start in range(0, len(mine), batch_size):
         batch = collate(mine[start : start + batch_size], tokenizer.pad_token_id, device)
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+        logits = logits[:, -batch["input_ids"].shape[1] :]  # prompt tuning returns logits for its virtual tokens too
         shifted_labels = batch["labels"][:, 1:]
         losses = F.cross_entropy(
             logits[:, :-1].flatten(0, 1).float(), shifted_labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"

@@ -1,7 +1,10 @@
 """Checkpoints that resume exactly and count only when complete.
 
 Layout of one checkpoint directory:
-  model/                   Hugging Face format (adapter only for PEFT methods) + tokenizer
+  model/                   Hugging Face format (adapter only for PEFT methods, the bottleneck
+                           adapters' own files for `adapter`) + tokenizer
+  trainable.safetensors    every trained tensor by name (methods that train part of the model):
+                           what resume loads, exactly (peft saves a prefix MLP only as its output)
   trainer_state.pt         optimizer, scheduler, progress and every rank's RNG states
   rayft_checkpoint.json    marker written last; a directory without it is incomplete
 """
@@ -17,12 +20,15 @@ from typing import Any
 import numpy as np
 import torch
 from peft import PeftModel, set_peft_model_state_dict
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from rayft.models.methods import save_model
+
 MARKER_FILE = "rayft_checkpoint.json"
 STATE_FILE = "trainer_state.pt"
+TRAINABLE_FILE = "trainable.safetensors"
 MODEL_DIR = "model"
 
 
@@ -60,8 +66,10 @@ def save_checkpoint(
     metrics: dict[str, float],
 ) -> None:
     """Write a complete checkpoint into `directory` (rank 0 only); the marker goes last."""
-    model.save_pretrained(directory / MODEL_DIR)
+    save_model(model, directory / MODEL_DIR)
     tokenizer.save_pretrained(directory / MODEL_DIR)
+    if any(not p.requires_grad for p in model.parameters()):
+        save_file({name: p.detach().contiguous() for name, p in model.named_parameters() if p.requires_grad}, directory / TRAINABLE_FILE)
     torch.save(
         {
             "optimizer": optimizer.state_dict(),
@@ -96,6 +104,18 @@ def load_trained_weights(model: nn.Module, model_dir: Path) -> None:
         raise IncompleteCheckpointError(f"{model_dir}: weights do not match the model (missing {missing}, unexpected {unexpected})")
 
 
+def load_trainable(model: nn.Module, path: Path) -> None:
+    """Load every trained tensor back by name; the names must be exactly the model's trainable ones."""
+    saved = load_file(path)
+    expected = {name for name, p in model.named_parameters() if p.requires_grad}
+    if set(saved) != expected:
+        raise IncompleteCheckpointError(
+            f"{path}: trained tensors do not match the model (missing {sorted(expected - set(saved))[:3]}, "
+            f"unexpected {sorted(set(saved) - expected)[:3]}); was it written by another method?"
+        )
+    model.load_state_dict(saved, strict=False)
+
+
 def restore_checkpoint(
     directory: Path,
     model: nn.Module,
@@ -110,7 +130,10 @@ def restore_checkpoint(
         raise IncompleteCheckpointError(
             f"{directory} was written by {marker['world_size']} workers; resume with scaling.num_workers={marker['world_size']}"
         )
-    load_trained_weights(model, directory / MODEL_DIR)
+    if (directory / TRAINABLE_FILE).is_file():
+        load_trainable(model, directory / TRAINABLE_FILE)
+    else:
+        load_trained_weights(model, directory / MODEL_DIR)
     state = torch.load(directory / STATE_FILE, weights_only=False)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])

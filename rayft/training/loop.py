@@ -32,9 +32,12 @@ from rayft.config import ExperimentConfig, TrainConfig, total_warmup_steps
 from rayft.data.batching import Example, collate, epoch_batches, load_examples, micro_batches_per_epoch
 from rayft.data.packing import pack_examples
 from rayft.data.tokenize import IGNORE_INDEX
+from rayft.data.classification import collate_classification
+from rayft.evaluate.classification import evaluate_classification, majority_accuracy
 from rayft.evaluate.validation import evaluate_validation
-from rayft.models.loading import load_causal_lm, load_tokenizer
-from rayft.models.methods import apply_method, count_parameters
+from rayft.models.loading import load_causal_lm, load_sequence_classifier, load_tokenizer
+from rayft.models.methods import MethodContext, apply_method, count_parameters
+from rayft.training.classification import classification_forward_backward
 from rayft.tracking.metrics_log import METRICS_FILE, MetricsLog
 from rayft.training.checkpoint import Progress, restore_checkpoint, rng_state, save_checkpoint
 
@@ -55,6 +58,8 @@ class LoopSettings:
     run_dir: str
     has_validation: bool
     fail_at_step: int = 0
+    labels: list[str] | None = None
+    """The label set, for a classification head (model.head: sequence_classification)."""
 
 
 def seed_everything(seed: int) -> None:
@@ -155,8 +160,16 @@ def train_loop_per_worker(settings: dict[str, Any]) -> None:
 
     # ---- model and method (same seed on every rank: identical adapter init)
     seed_everything(train_cfg.seed)
-    tokenizer = load_tokenizer(loop.tokenizer)
-    model = apply_method(load_causal_lm(loop.base_model), config.method)
+    classify = config.model.head == "sequence_classification"  # a head and label ids instead of answer tokens
+    tokenizer = load_tokenizer(loop.tokenizer, need_eos=not classify)
+    if classify:
+        assert loop.labels is not None
+        base = load_sequence_classifier(loop.base_model, loop.labels, tokenizer.pad_token_id)
+    else:
+        base = load_causal_lm(loop.base_model)
+    model = apply_method(base, config.method, MethodContext("SEQ_CLS" if classify else "CAUSAL_LM", loop.tokenizer))
+    batch_of = collate_classification if classify else collate
+    step_of = classification_forward_backward if classify else forward_backward
     trainable_params, total_params = count_parameters(model)
     if rank == 0:
         logger.info(
@@ -202,6 +215,8 @@ def train_loop_per_worker(settings: dict[str, Any]) -> None:
         log.truncate_after(progress.step)
 
     def evaluate() -> dict[str, float]:
+        if classify:
+            return evaluate_classification(model, tokenizer.pad_token_id, val_examples, train_cfg.batch_size, rank, world_size)
         return evaluate_validation(model, tokenizer, val_examples, config.eval, train_cfg.batch_size, rank, world_size)
 
     def record(metrics: dict[str, Any]) -> None:
@@ -214,6 +229,8 @@ def train_loop_per_worker(settings: dict[str, Any]) -> None:
             start_metrics |= {"packed_sequences": packing_stats.sequences, "packing_efficiency": round(packing_stats.efficiency, 4)}
         if val_examples:
             start_metrics |= evaluate()
+            if classify:
+                start_metrics["majority_accuracy"] = majority_accuracy(train_examples, val_examples)
         record(start_metrics)
         _report({"step": 0, **start_metrics}, False, rank, model, tokenizer, optimizer, scheduler, progress)
 
@@ -229,9 +246,9 @@ def train_loop_per_worker(settings: dict[str, Any]) -> None:
         batches = epoch_batches(len(train_examples), train_cfg.batch_size, world_size, rank, train_cfg.seed, progress.epoch)
         while progress.micro_batch < len(batches) and progress.step < max_steps:
             group = batches[progress.micro_batch : progress.micro_batch + train_cfg.grad_accum]
-            collated = [collate([train_examples[i] for i in ids], tokenizer.pad_token_id) for ids in group]
+            collated = [batch_of([train_examples[i] for i in ids], tokenizer.pad_token_id) for ids in group]
             window_tokens += sum(len(train_examples[i].input_ids) for ids in group for i in ids)
-            running_loss += forward_backward(model, collated, device)
+            running_loss += step_of(model, collated, device)
             if train_cfg.max_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.max_grad_norm)
             optimizer.step()

@@ -1,0 +1,35 @@
+"""What a method builder needs to know besides its config: the task and where the tokenizer is."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from peft import PeftConfig, PeftModel, get_peft_model
+from torch import nn
+
+from rayft.config import UserInputError
+
+TaskType = Literal["CAUSAL_LM", "SEQ_CLS"]
+
+
+class MethodError(UserInputError):
+    """The method cannot be applied to this model (a module it names is missing, the model lacks a feature)."""
+
+
+@dataclass(frozen=True)
+class MethodContext:
+    task_type: TaskType = "CAUSAL_LM"
+    """peft's task type: SEQ_CLS also trains and saves the classification head."""
+    tokenizer_path: str | None = None
+    """Needed only by prompt tuning initialised from text."""
+
+
+def wrap_with_peft(model: nn.Module, config: PeftConfig) -> PeftModel:
+    """get_peft_model, then check that every requested `modules_to_save` exists (peft skips unknown names silently)."""
+    peft_model = get_peft_model(model, config)
+    trained = [name for name, parameter in peft_model.named_parameters() if parameter.requires_grad]
+    for module in config.modules_to_save or []:
+        if not any(f"{module}.modules_to_save." in name for name in trained):
+            raise MethodError(f"method.modules_to_save: no module named {module!r} in {type(model).__name__}")
+    return peft_model
