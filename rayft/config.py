@@ -502,6 +502,11 @@ class ExperimentConfig(_Section):
                 )
             if self.data.packing:
                 raise ValueError("data.packing: a classification head takes one example per row; set data.packing=false")
+            if self.method.type == "prefix":
+                raise ValueError(
+                    "method.type: prefix tuning cannot train a classification head here (peft 0.21 looks for a "
+                    "past_key_values argument that transformers 5 renamed); use prompt, lora, ia3, adapter or full"
+                )
         return self
 
     @property

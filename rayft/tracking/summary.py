@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-SHOWN = ("eval_loss", "perplexity", "exact_match")
+SHOWN = ("eval_loss", "perplexity", "exact_match", "accuracy", "f1_macro")
 
 
 def _fmt(value: Any) -> str:

@@ -20,9 +20,12 @@ from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, Sc
 from ray.train.torch import TorchTrainer
 
 from rayft.config import ConfigError, ExperimentConfig, config_from_dict, load_config, to_yaml
-from rayft.data.pipeline import check_data_paths, read_splits, tokenize_splits
+from rayft.data.classification import LABELS_FILE, label_names
+from rayft.data.pipeline import SplitRows, check_data_paths, read_splits, tokenize_splits
+from rayft.data.readers import DataError
 from rayft.data.report import write_report
 from rayft.models.loading import load_tokenizer, resolve_base_model, tokenizer_source
+from rayft.models.methods.check import check_method
 from rayft.tracking.metrics_log import METRICS_FILE, read_metrics
 from rayft.tracking.plots import plot_loss_curves
 from rayft.tracking.summary import SHOWN, before_after_table
@@ -180,12 +183,14 @@ def _train_one(config: ExperimentConfig, address: str | None, resume: bool) -> T
     check_data_paths(config.data)
     base_model = resolve_base_model(config.model, run_dir)
     tokenizer_path = tokenizer_source(config.model, base_model)
-    tokenizer = load_tokenizer(tokenizer_path, config.model.trust_remote_code)
+    tokenizer = load_tokenizer(tokenizer_path, config.model.trust_remote_code, need_eos=config.model.head == "causal_lm")
     split_rows = read_splits(config, run_dir)
+    labels = head_labels(config, split_rows, run_dir)
+    check_method(config.model, config.method, base_model, tokenizer_path, labels)
     write_report(config, split_rows, tokenizer, run_dir)
 
     ensure_ray(address, config.scaling.num_workers * config.scaling.cpus_per_worker + 1)
-    prepared = tokenize_splits(split_rows, config, tokenizer_path, run_dir)
+    prepared = tokenize_splits(split_rows, config, tokenizer_path, run_dir, labels)
     datasets = {"train": prepared.train}
     if prepared.validation is not None:
         datasets["validation"] = prepared.validation
@@ -196,6 +201,7 @@ def _train_one(config: ExperimentConfig, address: str | None, resume: bool) -> T
         run_dir=str(run_dir),
         has_validation=prepared.validation is not None,
         fail_at_step=int(os.environ.get(FAIL_AT_STEP_ENV, "0")),
+        labels=labels,
     )
     try:
         result = _trainer(config, settings, datasets).fit()
@@ -214,7 +220,7 @@ def _train_one(config: ExperimentConfig, address: str | None, resume: bool) -> T
         last_checkpoint=result.checkpoint.path if result.checkpoint else None,
         metrics=dict(result.metrics or {}),
         best_metrics=dict(best[1]) if best else {},
-        before={k: v for k, v in start.items() if k in {"eval_loss", "perplexity", "exact_match"}},
+        before={k: v for k, v in start.items() if k in {*SHOWN, "majority_accuracy"}},
         trainable_params=start.get("trainable_params"),
         total_params=start.get("total_params"),
         data=asdict(prepared.counts),
@@ -224,6 +230,17 @@ def _train_one(config: ExperimentConfig, address: str | None, resume: bool) -> T
     (run_dir / RESULT_FILE).write_text(json.dumps(asdict(summary), indent=2, default=str) + "\n")
     plot_loss_curves(records, run_dir / LOSS_PLOT_FILE, f"{config.name}: loss")
     return summary
+
+
+def head_labels(config: ExperimentConfig, split_rows: SplitRows, run_dir: Path) -> list[str] | None:
+    """A classification head's label set (every label in the data), written to labels.json; None for causal LMs."""
+    if config.model.head != "sequence_classification":
+        return None
+    labels = label_names((row["record"] for rows in split_rows.by_split.values() for row in rows), config.data)
+    if len(labels) < 2:
+        raise DataError(f"data.train: a classifier needs at least 2 labels in column {config.data.column('label')!r}, found {labels}")
+    (run_dir / LABELS_FILE).write_text(json.dumps(labels, indent=2) + "\n")
+    return labels
 
 
 def render_kfold_summary(result: KFoldResult) -> str:
@@ -242,6 +259,8 @@ def render_summary(result: TrainResult) -> str:
     if result.trainable_params is not None and result.total_params:
         share = 100 * result.trainable_params / result.total_params
         params = f"trainable parameters: {result.trainable_params:,} of {result.total_params:,} ({share:.2f}%)\n"
+    if "majority_accuracy" in result.before:
+        params += f"majority-class accuracy on validation (the baseline to beat): {result.before['majority_accuracy']:.4f}\n"
     return (
         f"\nrun directory: {result.run_dir}\n{params}"
         f"best checkpoint: {result.best_checkpoint}\n"

@@ -27,9 +27,10 @@ class MethodContext:
 
 def wrap_with_peft(model: nn.Module, config: PeftConfig) -> PeftModel:
     """get_peft_model, then check that every requested `modules_to_save` exists (peft skips unknown names silently)."""
+    requested = list(config.modules_to_save or [])  # before peft adds the classification head's names
     peft_model = get_peft_model(model, config)
     trained = [name for name, parameter in peft_model.named_parameters() if parameter.requires_grad]
-    for module in config.modules_to_save or []:
+    for module in requested:
         if not any(f"{module}.modules_to_save." in name for name in trained):
             raise MethodError(f"method.modules_to_save: no module named {module!r} in {type(model).__name__}")
     return peft_model
