@@ -161,3 +161,21 @@ def test_check_method_fails_fast_on_names_the_model_lacks(tmp_path: Path) -> Non
         check_method(model, LoraMethod(modules_to_save=["headd"]), base, base, None)
     with pytest.raises(MethodError, match=r"^method\.modules_to_save: no module named 'headd'"):
         check_method(model, AdapterMethod(modules_to_save=["headd"]), base, base, None)
+
+
+@pytest.mark.parametrize("method", [PromptMethod(num_virtual_tokens=4), PrefixMethod(num_virtual_tokens=4)], ids=["prompt", "prefix"])
+def test_validation_loss_of_virtual_token_methods_equals_the_models_own_loss(tiny, method) -> None:
+    """Pins the logits offset: prompt tuning returns logits for its virtual tokens too, and the
+    validation loss must score only the real positions (as peft's own loss does)."""
+    from rayft.config import EvalConfig
+    from rayft.data.batching import Example, collate
+    from rayft.evaluate.validation import evaluate_validation
+
+    model = apply_method(tiny, method).eval()
+    generator = torch.Generator().manual_seed(0)
+    examples = [Example(ids := torch.randint(3, 200, (10,), generator=generator).tolist(), [-100] * 4 + ids[4:], 4, "") for _ in range(3)]
+    batch = collate(examples, 0)
+    with torch.no_grad():
+        expected = model(**batch).loss.item()
+    metrics = evaluate_validation(model, ByT5Tokenizer(), examples, EvalConfig(metrics=["perplexity"]), 8, rank=0, world_size=1)
+    assert metrics["eval_loss"] == pytest.approx(expected, rel=1e-5)
