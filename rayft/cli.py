@@ -28,6 +28,10 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.lr=1e-4")
     train.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     train.add_argument("--resume", action="store_true", help="continue the run named by the config")
+    export = commands.add_parser("export", help="write a checkpoint as a Hugging Face model directory with a model card")
+    export.add_argument("checkpoint", help="a checkpoint directory (runs/<name>/checkpoint_*)")
+    export.add_argument("out", help="the directory to write (new or empty)")
+    export.add_argument("--merge", action="store_true", help="merge a LoRA/DoRA/IA3 update into the base weights (loads with transformers alone)")
     data = commands.add_parser("data", help="look at the data as training will see it")
     data_commands = data.add_subparsers(dest="data_command", required=True)
     preview = data_commands.add_parser("preview", help="show formatted training examples, trained part in [[ ]]")
@@ -77,6 +81,14 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from rayft.training.export import export_checkpoint
+
+    exported = export_checkpoint(args.checkpoint, args.out, merge=args.merge)
+    print(f"exported {exported.kind} model to {exported.out} (model card: {exported.out / 'README.md'})\n\n{exported.load_snippet}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     # Overrides may come before or after options (`train cfg --resume lr=1` and `train cfg lr=1 --resume`).
@@ -87,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         args.overrides = [*args.overrides, *extra]
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    handlers = {"validate": _validate, "train": _train, "data": _data}
+    handlers = {"validate": _validate, "train": _train, "data": _data, "export": _export}
     try:
         return handlers[args.command](args)
     except UserInputError as err:
