@@ -9,6 +9,7 @@ from pathlib import Path
 from transformers import PreTrainedTokenizerBase
 
 from rayft.config import ExperimentConfig
+from rayft.data.classification import head_text, label_of
 from rayft.data.formats import format_record
 from rayft.data.pipeline import read_splits
 from rayft.data.split import TRAIN
@@ -37,6 +38,11 @@ def preview(config: ExperimentConfig, tokenizer: PreTrainedTokenizerBase, count:
     shown = []
     for row in rows:
         where = f"{row['source']}:{row['line']}"
+        if config.model.head == "sequence_classification":  # a head reads the text; the label is no token
+            record = json.loads(row["record"])
+            ids = tokenizer(head_text(record, data))["input_ids"]
+            shown.append(f"--- {where}  {len(ids)} tokens, label {label_of(record, data)!r}\n{tokenizer.decode(ids)}")
+            continue
         example = format_record(json.loads(row["record"]), data, tokenizer)
         tokens = tokenize_formatted(example, tokenizer, data)
         if isinstance(tokens, Dropped):

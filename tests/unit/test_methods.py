@@ -155,8 +155,8 @@ def test_sequence_classification_trains_the_head_with_every_partial_method(tmp_p
 def test_check_method_fails_fast_on_names_the_model_lacks(tmp_path: Path) -> None:
     base = resolve_base_model(ModelConfig(tiny=TinyModelSpec(hidden=H, layers=L, heads=4, intermediate=I)), tmp_path)
     model = ModelConfig(tiny=TinyModelSpec())
-    with pytest.raises(MethodError, match=r"^method: cannot apply lora to LlamaForCausalLM: .*q_projj"):
-        check_method(model, LoraMethod(target_modules=["q_projj"]), base, base, None)
+    with pytest.raises(MethodError, match=r"^method\.target_modules: no module named 'q_projj' in LlamaForCausalLM"):
+        check_method(model, LoraMethod(target_modules=["q_proj", "q_projj"]), base, base, None)
     with pytest.raises(MethodError, match=r"^method\.modules_to_save: no module named 'headd'"):
         check_method(model, LoraMethod(modules_to_save=["headd"]), base, base, None)
     with pytest.raises(MethodError, match=r"^method\.modules_to_save: no module named 'headd'"):

@@ -26,7 +26,14 @@ class MethodContext:
 
 
 def wrap_with_peft(model: nn.Module, config: PeftConfig) -> PeftModel:
-    """get_peft_model, then check that every requested `modules_to_save` exists (peft skips unknown names silently)."""
+    """get_peft_model, after checking that every named target module exists and before checking the same
+    of `modules_to_save` (peft skips unknown names silently as long as one name matches)."""
+    targets = getattr(config, "target_modules", None)
+    if isinstance(targets, (list, set)):
+        names = [name for name, _ in model.named_modules()]
+        for target in sorted(targets):
+            if not any(name == target or name.endswith(f".{target}") for name in names):
+                raise MethodError(f"method.target_modules: no module named {target!r} in {type(model).__name__}")
     requested = list(config.modules_to_save or [])  # before peft adds the classification head's names
     peft_model = get_peft_model(model, config)
     trained = [name for name, parameter in peft_model.named_parameters() if parameter.requires_grad]
