@@ -70,7 +70,7 @@ def test_minilm_classifier_beats_the_majority_baseline(tmp_path: Path) -> None:
     data = ASSETS / "classification"
     config = tiny_experiment(
         tmp_path, name="minilm-topics",
-        model={"name_or_path": str(minilm), "head": "sequence_classification"},
+        model={"name_or_path": str(minilm), "tiny": None, "head": "sequence_classification"},
         method={"type": "lora", "r": 8, "alpha": 16, "dropout": 0.0, "target_modules": ["query", "value"]},
         data={"train": str(data / "topics_train.jsonl"), "validation": str(data / "topics_val.jsonl"), "format": "classification", "max_length": 32},
         train={"max_steps": 30, "lr": 2e-3, "batch_size": 8, "logging_steps": 10, "eval_steps": 30, "save_steps": 30},
