@@ -30,16 +30,16 @@ from transformers import get_scheduler
 
 from rayft.config import ExperimentConfig, TrainConfig, total_warmup_steps
 from rayft.data.batching import Example, collate, epoch_batches, load_examples, micro_batches_per_epoch
+from rayft.data.classification import collate_classification
 from rayft.data.packing import pack_examples
 from rayft.data.tokenize import IGNORE_INDEX
-from rayft.data.classification import collate_classification
 from rayft.evaluate.classification import evaluate_classification, majority_accuracy
 from rayft.evaluate.validation import evaluate_validation
 from rayft.models.loading import load_causal_lm, load_sequence_classifier, load_tokenizer
 from rayft.models.methods import MethodContext, apply_method, count_parameters
-from rayft.training.classification import classification_forward_backward
 from rayft.tracking.metrics_log import METRICS_FILE, MetricsLog
 from rayft.training.checkpoint import Progress, restore_checkpoint, rng_state, save_checkpoint
+from rayft.training.classification import classification_forward_backward
 
 logger = logging.getLogger("rayft.train")
 
