@@ -95,7 +95,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, merge: bool = Fal
         shutil.copytree(model_dir, out, dirs_exist_ok=True)
         base = _base_name(run.config)
         kind = "full"
-    snippet = _load_snippet(kind, head, out, base)
+    snippet = _load_snippet(kind, out, base, run.labels)
     (out / CARD_FILE).write_text(model_card(kind, base, run, marker, snippet))
     return Exported(out, kind, snippet)
 
@@ -125,16 +125,18 @@ def _base_name(config: ExperimentConfig | None) -> str:
     return config.model.name_or_path or "unknown"
 
 
-def _load_snippet(kind: Kind, head: str, out: Path, base: str) -> str:
-    auto = "AutoModelForSequenceClassification" if head == "sequence_classification" else "AutoModelForCausalLM"
+def _load_snippet(kind: Kind, out: Path, base: str, labels: list[str] | None) -> str:
+    """Python that loads the export; a classifier's base needs its labels to build the head that the adapter fills."""
+    auto = "AutoModelForSequenceClassification" if labels is not None else "AutoModelForCausalLM"
     if kind in ("full", "merged"):
         return f'from transformers import {auto}\nmodel = {auto}.from_pretrained("{out}")'
+    head = f", num_labels={len(labels)}, id2label={dict(enumerate(labels))!r}" if labels is not None else ""
+    base_line = f'base = {auto}.from_pretrained("{base}"{head})'
     if kind == "peft-adapter":
-        peft_auto = "AutoPeftModelForSequenceClassification" if head == "sequence_classification" else "AutoPeftModelForCausalLM"
-        return f'from peft import {peft_auto}\nmodel = {peft_auto}.from_pretrained("{out}")  # base: {base}'
+        return f'from peft import PeftModel\nfrom transformers import {auto}\n{base_line}\nmodel = PeftModel.from_pretrained(base, "{out}")'
     return (
         f"from transformers import {auto}\nfrom rayft.models.methods.adapter import load_adapters\n"
-        f'model = load_adapters({auto}.from_pretrained("{base}"), "{out}")'
+        f'{base_line}\nmodel = load_adapters(base, "{out}")'
     )
 
 

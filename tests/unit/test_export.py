@@ -122,6 +122,19 @@ def test_adapter_export_loads_with_peft_and_records_the_base(tmp_path: Path) -> 
         torch.testing.assert_close(reloaded(input_ids=torch.tensor(IDS)).logits, model(input_ids=torch.tensor(IDS)).logits)
 
 
+@pytest.mark.parametrize("method", [LoraMethod(r=2, dropout=0.0), AdapterMethod(size=4)], ids=["peft", "bottleneck"])
+def test_the_cards_load_snippet_loads_an_unmerged_classifier(tmp_path: Path, method) -> None:
+    """Pins the classifier's adapter-only load: the base needs the label count before the adapter fills its head."""
+    checkpoint, _, model = _checkpoint(tmp_path, method, head_labels=["neg", "neu", "pos"])
+    exported = export_checkpoint(checkpoint, tmp_path / "out")
+    assert exported.load_snippet in (exported.out / "README.md").read_text()
+    scope: dict = {}
+    exec(exported.load_snippet, scope)
+    with torch.no_grad():
+        torch.testing.assert_close(scope["model"].eval()(input_ids=torch.tensor(IDS)).logits, model(input_ids=torch.tensor(IDS)).logits)
+    assert scope["model"].config.id2label == {0: "neg", 1: "neu", 2: "pos"}
+
+
 def test_what_cannot_merge_is_refused_and_exports_unmerged(tmp_path: Path) -> None:
     prompt_ckpt, _, _ = _checkpoint(tmp_path / "p", PromptMethod(num_virtual_tokens=3))
     with pytest.raises(ExportError, match=r"^--merge: prompt_tuning adds virtual tokens, not a weight update"):
