@@ -843,6 +843,8 @@ class ExperimentConfig(_Section):
                 )
             if self.data.packing:
                 raise ValueError("data.packing: a classification head takes one example per row; set data.packing=false")
+            if self.eval.general is not None:
+                raise ValueError("eval.general: the forgetting monitor scores a causal LM's text loss; a classification head has none")
             if self.method.type == "prefix":
                 raise ValueError(
                     "method.type: prefix tuning cannot train a classification head here (peft 0.21 looks for a "
