@@ -41,6 +41,10 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. tune.num_samples=16")
     sweep.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     sweep.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same name")
+    export = commands.add_parser("export", help="write a checkpoint as a Hugging Face model directory with a model card")
+    export.add_argument("checkpoint", help="a checkpoint directory (runs/<name>/checkpoint_*)")
+    export.add_argument("out", help="the directory to write (new or empty)")
+    export.add_argument("--merge", action="store_true", help="merge a LoRA/DoRA/IA3 update into the base weights (loads with transformers alone)")
     data = commands.add_parser("data", help="look at the data as training will see it")
     data_commands = data.add_subparsers(dest="data_command", required=True)
     preview = data_commands.add_parser("preview", help="show formatted training examples, trained part in [[ ]]")
@@ -120,6 +124,14 @@ def _tune(args: argparse.Namespace) -> int:
     return 0 if result.best_trial is not None else EXIT_FAILURE
 
 
+def _export(args: argparse.Namespace) -> int:
+    from rayft.training.export import export_checkpoint
+
+    exported = export_checkpoint(args.checkpoint, args.out, merge=args.merge)
+    print(f"exported {exported.kind} model to {exported.out} (model card: {exported.out / 'README.md'})\n\n{exported.load_snippet}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     # Overrides may come before or after options (`train cfg --resume lr=1` and `train cfg lr=1 --resume`).
@@ -130,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         args.overrides = [*args.overrides, *extra]
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    handlers = {"validate": _validate, "train": _train, "tune": _tune, "data": _data, "eval": _eval}
+    handlers = {"validate": _validate, "train": _train, "tune": _tune, "data": _data, "eval": _eval, "export": _export}
     try:
         return handlers[args.command](args)
     except UserInputError as err:

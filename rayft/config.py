@@ -79,6 +79,14 @@ class ModelConfig(_Section):
             "unset lets transformers choose (sdpa wherever the architecture supports it)."
         ),
     )
+    head: Literal["causal_lm", "sequence_classification"] = Field(
+        "causal_lm",
+        description=(
+            "What the model outputs: 'causal_lm' generates the answer as text; 'sequence_classification' "
+            "puts a classification head on the base (Auto*ForSequenceClassification, encoder or decoder) "
+            "with one output per label found in the data (data.format: classification)."
+        ),
+    )
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> ModelConfig:
@@ -96,7 +104,32 @@ class FullMethod(_Section):
     type: Literal["full"] = "full"
 
 
-class LoraMethod(_Section):
+class _PartialMethod(_Section):
+    """A method that trains few parameters on a frozen base."""
+
+    modules_to_save: list[str] | None = Field(
+        None,
+        description=(
+            "Base modules trained in full and saved with the method's weights (names match the end of "
+            "a module's dotted name, e.g. [lm_head]). The classification head is added automatically."
+        ),
+    )
+
+    @field_validator("modules_to_save")
+    @classmethod
+    def _named_modules(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and (not value or any(not name.strip() for name in value)):
+            raise ValueError("must name at least one module, without empty names")
+        return value
+
+
+def _non_empty_targets(value: str | list[str]) -> str | list[str]:
+    if isinstance(value, list) and not value:
+        raise ValueError("must name at least one module")
+    return value
+
+
+class LoraMethod(_PartialMethod):
     """Low-rank adapters through peft; only the adapters train."""
 
     type: Literal["lora"] = "lora"
@@ -110,16 +143,99 @@ class LoraMethod(_Section):
             "or a list of module names."
         ),
     )
+    use_rslora: bool = Field(
+        False, description="Rank-stabilised LoRA: scale the update by alpha / sqrt(r) instead of alpha / r."
+    )
+    use_dora: bool = Field(
+        False,
+        description="DoRA: split each adapted weight into magnitude and direction; adds one trained magnitude per output feature.",
+    )
 
-    @field_validator("target_modules")
-    @classmethod
-    def _non_empty(cls, value: str | list[str]) -> str | list[str]:
-        if isinstance(value, list) and not value:
-            raise ValueError("must name at least one module")
-        return value
+    _targets = field_validator("target_modules")(_non_empty_targets)
 
 
-MethodConfig = Annotated[FullMethod | LoraMethod, Field(discriminator="type")]
+class PrefixMethod(_PartialMethod):
+    """Prefix tuning through peft: trained key/value vectors prepended in every attention layer."""
+
+    type: Literal["prefix"] = "prefix"
+    num_virtual_tokens: int = Field(20, ge=1, description="Prefix length: key/value pairs added to every layer.")
+    prefix_projection: bool = Field(
+        False,
+        description=(
+            "Reparameterise the prefix through an MLP (embedding -> encoder_hidden_size -> tanh -> every layer's "
+            "keys and values), which trains more stably; the MLP is trained and checkpointed."
+        ),
+    )
+    encoder_hidden_size: int | None = Field(
+        None, ge=1, description="Hidden width of the reparameterisation MLP; default the model's width."
+    )
+
+    @model_validator(mode="after")
+    def _hidden_needs_projection(self) -> PrefixMethod:
+        if self.encoder_hidden_size is not None and not self.prefix_projection:
+            raise ValueError("encoder_hidden_size: only used with prefix_projection: true")
+        return self
+
+
+class PromptMethod(_PartialMethod):
+    """Prompt tuning through peft: trained embeddings of virtual tokens prepended to the input."""
+
+    type: Literal["prompt"] = "prompt"
+    num_virtual_tokens: int = Field(20, ge=1, description="Number of trained virtual tokens.")
+    init: Literal["random", "text"] = Field(
+        "random", description="Start the virtual tokens random, or as the embeddings of init_text's tokens."
+    )
+    init_text: str | None = Field(None, description="Text whose token embeddings start the virtual tokens (init: text).")
+
+    @model_validator(mode="after")
+    def _text_for_text_init(self) -> PromptMethod:
+        if self.init == "text" and not (self.init_text and self.init_text.strip()):
+            raise ValueError("init_text: required (non-empty) when init is 'text'")
+        if self.init == "random" and self.init_text is not None:
+            raise ValueError("init_text: only used with init: text")
+        return self
+
+
+class IA3Method(_PartialMethod):
+    """(IA)^3 through peft: trained vectors rescaling the keys, values and feed-forward activations."""
+
+    type: Literal["ia3"] = "ia3"
+    target_modules: Literal["auto"] | list[str] = Field(
+        "auto", description="Modules whose outputs (or, for feed-forward modules, inputs) are rescaled; 'auto': peft's default."
+    )
+    feedforward_modules: list[str] | None = Field(
+        None, description="Which of target_modules are feed-forward (scaled on their input); needed with a target list."
+    )
+
+    _targets = field_validator("target_modules")(_non_empty_targets)
+
+    @model_validator(mode="after")
+    def _feedforward_within_targets(self) -> IA3Method:
+        if self.target_modules == "auto":
+            if self.feedforward_modules is not None:
+                raise ValueError("feedforward_modules: set target_modules too (auto picks both)")
+            return self
+        if self.feedforward_modules is None:
+            raise ValueError("feedforward_modules: required when target_modules is a list (may be [])")
+        outside = sorted(set(self.feedforward_modules) - set(self.target_modules))
+        if outside:
+            raise ValueError(f"feedforward_modules: {outside} not in target_modules")
+        return self
+
+
+class AdapterMethod(_PartialMethod):
+    """Bottleneck adapters after the attention and feed-forward sub-layers of every block."""
+
+    type: Literal["adapter"] = "adapter"
+    size: int = Field(16, ge=1, description="Bottleneck width: hidden -> size -> hidden.")
+    activation: Literal["relu", "gelu", "silu", "tanh"] = Field("relu", description="Non-linearity in the bottleneck.")
+
+
+MethodConfig = Annotated[
+    FullMethod | LoraMethod | PrefixMethod | PromptMethod | IA3Method | AdapterMethod, Field(discriminator="type")
+]
+METHOD_CLASSES = (FullMethod, LoraMethod, PrefixMethod, PromptMethod, IA3Method, AdapterMethod)
+VIRTUAL_TOKEN_METHODS = frozenset({"prefix", "prompt"})
 
 
 # ---------------------------------------------------------------------------- data
@@ -734,6 +850,29 @@ class ExperimentConfig(_Section):
     def has_validation(self) -> bool:
         return bool(self.data.validation) or self.data.split.val > 0 or self.data.kfold is not None
 
+    @model_validator(mode="after")
+    def _sections_agree(self) -> ExperimentConfig:
+        if self.data.packing and self.method.type in VIRTUAL_TOKEN_METHODS:
+            raise ValueError(
+                f"data.packing: cannot pack with method.type={self.method.type}: peft prepends virtual tokens and "
+                "drops the restarting position_ids that keep packed examples apart; set data.packing=false"
+            )
+        if self.model.head == "sequence_classification":
+            if self.data.format != "classification":
+                raise ValueError(
+                    f"model.head: sequence_classification needs data.format=classification, got {self.data.format!r}"
+                )
+            if self.data.packing:
+                raise ValueError("data.packing: a classification head takes one example per row; set data.packing=false")
+            if self.eval.general is not None:
+                raise ValueError("eval.general: the forgetting monitor scores a causal LM's text loss; a classification head has none")
+            if self.method.type == "prefix":
+                raise ValueError(
+                    "method.type: prefix tuning cannot train a classification head here (peft 0.21 looks for a "
+                    "past_key_values argument that transformers 5 renamed); use prompt, lora, ia3, adapter or full"
+                )
+        return self
+
     @property
     def run_dir(self) -> Path:
         return Path(self.run.storage_path).expanduser().resolve() / self.name
@@ -798,7 +937,7 @@ def _format_validation_error(err: ValidationError) -> str:
     return "\n".join(lines)
 
 
-_METHOD_TAGS = {method.model_fields["type"].default for method in (FullMethod, LoraMethod)}
+_METHOD_TAGS = {method.model_fields["type"].default for method in METHOD_CLASSES}
 
 
 def _is_union_tag(loc: tuple[int | str, ...], index: int) -> bool:

@@ -28,6 +28,7 @@ import ray.data
 
 from rayft.config import DataConfig, ExperimentConfig
 from rayft.data.augment import augment_train, augmentation_counts, check_augment
+from rayft.data.classification import label_of, sorted_labels
 from rayft.data.readers import DataError, expand_paths, read_rows
 from rayft.data.rows import KEY_COLUMNS, ROW_COLUMNS, STAT_COLUMNS, order_key, row_features, source_files, validated_rows
 from rayft.data.split import TEST, TRAIN, VAL, assign_folds, assign_splits
@@ -216,6 +217,8 @@ class PreparedData:
     counts: DataCounts
     stats: pd.DataFrame
     """Per-row report facts (STAT_COLUMNS plus split) of every formatted row."""
+    labels: list[str] | None = None
+    """The label set of a classification task (None otherwise), in id order; see label_set."""
 
 
 def _read_file_batches(items: pd.DataFrame, data: DataConfig, rows_per_batch: int = 4096) -> Iterable[pd.DataFrame]:
@@ -239,22 +242,26 @@ def _take_split(batch: pd.DataFrame, orders_ref: ray.ObjectRef) -> pd.DataFrame:
 
 
 @lru_cache(maxsize=4)
-def _cached_tokenizer(path: str) -> Any:
+def _cached_tokenizer(path: str, need_eos: bool = True) -> Any:
     from rayft.models.loading import load_tokenizer
 
-    return load_tokenizer(path)
+    return load_tokenizer(path, need_eos=need_eos)
 
 
 class _TokenizeBatch:
-    """Ray Data transform: format and tokenize a batch, marking (not raising on) rows to filter."""
+    """Ray Data transform: format and tokenize a batch, marking (not raising on) rows to filter.
+    With `label2id` (a classification head) rows become text ids and one label id instead."""
 
-    def __init__(self, tokenizer_path: str, data: DataConfig) -> None:
+    def __init__(self, tokenizer_path: str, data: DataConfig, label2id: dict[str, int] | None = None) -> None:
         self.tokenizer_path = tokenizer_path
         self.data = data
+        self.label2id = label2id
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        tokenizer = _cached_tokenizer(self.tokenizer_path)
-        features = pd.DataFrame([row_features(record, self.data, tokenizer) for record in batch["record"]], index=batch.index)
+        tokenizer = _cached_tokenizer(self.tokenizer_path, need_eos=self.label2id is None)
+        features = pd.DataFrame(
+            [row_features(record, self.data, tokenizer, self.label2id) for record in batch["record"]], index=batch.index
+        )
         order = order_key(batch["file_index"], batch["line"], batch["copy"])
         augmented = batch["augmented"] if "augmented" in batch.columns else ""
         return batch[["source", "line", "copy"]].assign(order=order, augmented=augmented, **{name: features[name] for name in features.columns})
@@ -276,6 +283,8 @@ def prepare_datasets(config: ExperimentConfig, tokenizer_path: str, run_dir: Pat
     names, counts = _split_keys(keys, data, n_train_files)
 
     good = validated.filter(lambda row: row["reason"] == "")
+    head_labels = _head_labels(good, data) if config.model.head == "sequence_classification" else None
+    label2id = None if head_labels is None else {label: index for index, label in enumerate(head_labels)}
     datasets: dict[str, ray.data.Dataset] = {}
     stats: list[pd.DataFrame] = []
     filtered: Counter[str] = Counter()
@@ -290,7 +299,7 @@ def prepare_datasets(config: ExperimentConfig, tokenizer_path: str, run_dir: Pat
             # Materialized before Train starts: paraphrase actors need CPUs the workers will hold.
             rows = augment_train(rows.select_columns(AUGMENT_INPUT_COLUMNS), data, data.split.seed).materialize()
             counts.augmented = {op: c for op, c in augmentation_counts(rows, data, data.split.seed).items() if op != "original"}
-        tokenized = rows.map_batches(_TokenizeBatch(tokenizer_path, data), batch_format="pandas").materialize()
+        tokenized = rows.map_batches(_TokenizeBatch(tokenizer_path, data, label2id), batch_format="pandas").materialize()
         split_stats = tokenized.select_columns(["copy", "augmented", *STAT_COLUMNS]).to_pandas().assign(split=name)
         dropped = split_stats[split_stats["drop_reason"] != ""]
         if data.overlength == "error" and dropped["drop_reason"].str.startswith("overlength").any():
@@ -301,7 +310,23 @@ def prepare_datasets(config: ExperimentConfig, tokenizer_path: str, run_dir: Pat
         counts.splits[name] = len(split_stats) - len(dropped)
         counts.kept += int((split_stats["copy"] == 0).sum()) - len(original)
         stats.append(split_stats)
-    return _finish(counts, filtered, datasets, pd.concat(stats, ignore_index=True), run_dir)
+    prepared = _finish(counts, filtered, datasets, pd.concat(stats, ignore_index=True), run_dir)
+    prepared.labels = head_labels if head_labels is not None else label_set(prepared.stats, data)
+    return prepared
+
+
+def _head_labels(good: ray.data.Dataset, data: DataConfig) -> list[str]:
+    """A classification head's label set: every label in the data (all splits, so a label seen only
+    in validation still gets an output), known before tokenizing because rows carry label ids."""
+    found = good.map_batches(_labels_of, fn_kwargs={"data": data}, batch_format="pandas").unique("label")
+    labels = sorted_labels(found)
+    if len(labels) < 2:
+        raise DataError(f"data.train: a classifier needs at least 2 labels in column {data.column('label')!r}, found {labels}")
+    return labels
+
+
+def _labels_of(batch: pd.DataFrame, data: DataConfig) -> pd.DataFrame:
+    return pd.DataFrame({"label": [label_of(json.loads(record), data) for record in batch["record"]]})
 
 
 def _in_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -343,8 +368,9 @@ def _finish(
 
 
 def label_set(stats: pd.DataFrame, data: DataConfig) -> list[str] | None:
-    """Sorted distinct labels of the training split's input rows (classification; None otherwise),
-    from the per-row facts of prepare_datasets, so training and `rayft eval` agree on it."""
+    """Sorted distinct labels of the training split's input rows (classification scored by a
+    causal LM; None otherwise), from the per-row facts of prepare_datasets, so training and
+    `rayft eval` agree on it."""
     if data.format != "classification":
         return None
     train = stats[(stats["split"] == TRAIN) & (stats["copy"] == 0)]

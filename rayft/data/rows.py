@@ -19,6 +19,7 @@ import numpy as np
 from transformers import PreTrainedTokenizerBase
 
 from rayft.config import DataConfig
+from rayft.data.classification import head_text, label_of, tokenize_for_head
 from rayft.data.formats import format_record, validate_record
 from rayft.data.readers import expand_paths, read_rows
 from rayft.data.split import parse_time
@@ -98,10 +99,13 @@ STAT_COLUMNS = ["text_hash", "norm_hash", "label", "empty_roles", "length", "dro
 """What the quality report needs of each row: small enough to gather in the driver."""
 
 
-def row_features(record_json: str, data: DataConfig, tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
+def row_features(
+    record_json: str, data: DataConfig, tokenizer: PreTrainedTokenizerBase, label2id: dict[str, int] | None = None
+) -> dict[str, Any]:
     """Tokens and labels for training, and the report's facts (fingerprints of the exact and
     normalised text, 0 when the row could not be formatted; label, empty optional roles, token
-    length, why the row cannot train)."""
+    length, why the row cannot train). With `label2id` (a classification head) the tokens are the
+    text alone and the only label is the label's id."""
     record = json.loads(record_json)
     optional = [role for role, required in data.task.roles.items() if not required]
     empty = [role for role in optional if _is_empty(record.get(data.column(role)))]
@@ -110,13 +114,18 @@ def row_features(record_json: str, data: DataConfig, tokenizer: PreTrainedTokeni
         "norm_hash": 0, "label": "", "empty_roles": ",".join(empty), "length": 0,
     }
     try:
-        example = format_record(record, data, tokenizer)
+        if label2id is not None:
+            text = head_text(record, data)
+            label = reference = label_of(record, data)
+            tokens = tokenize_for_head(record, data, tokenizer, label2id)
+        else:
+            example = format_record(record, data, tokenizer)
+            text, label, reference = "".join(segment for segment, _ in example.segments), example.label or "", example.reference
+            out["alternatives"] = json.dumps(list(example.alternatives))  # JSON: empty lists have no Arrow type
+            tokens = tokenize_formatted(example, tokenizer, data)
     except ValueError as err:  # a chat template that cannot be split into turns
         return out | {"drop_reason": f"unformattable: {err}"}
-    text = "".join(segment for segment, _ in example.segments)
-    out |= {"reference": example.reference, "text_hash": _digest(text), "norm_hash": _digest(normalise(text)), "label": example.label or ""}
-    out["alternatives"] = json.dumps(list(example.alternatives))  # JSON: empty lists have no Arrow type
-    tokens = tokenize_formatted(example, tokenizer, data)
+    out |= {"reference": reference, "text_hash": _digest(text), "norm_hash": _digest(normalise(text)), "label": label}
     if isinstance(tokens, Dropped):
         return out | {"drop_reason": f"{tokens.reason}: {tokens.detail}"}
     return out | {"input_ids": tokens.input_ids, "labels": tokens.labels, "prompt_len": tokens.prompt_len, "length": len(tokens.input_ids)}

@@ -34,6 +34,7 @@ from transformers.integrations import is_deepspeed_zero3_enabled
 from rayft.config import GENERAL_KEYS, METRICS, ExperimentConfig, GenerateConfig
 from rayft.data.batching import Example, collate
 from rayft.data.tokenize import IGNORE_INDEX
+from rayft.evaluate.classification import head_loss_sums, predict_head_labels
 from rayft.evaluate.classify import predict_labels
 from rayft.evaluate.generation import generate_answers
 from rayft.evaluate.metrics import perplexity
@@ -49,16 +50,20 @@ class EvalTask:
     response_prefix: str
     generate: GenerateConfig
     max_answered: int | None
+    head: bool = False
+    """A classification head (model.head: sequence_classification) scores examples, not tokens."""
     context: MetricContext = field(default_factory=MetricContext)
 
     @classmethod
     def from_config(cls, config: ExperimentConfig, labels: list[str] | None = None) -> EvalTask:
+        head = config.model.head == "sequence_classification"
         return cls(
             metric_names=config.metric_names,
             classification=config.data.format == "classification",
             response_prefix=config.data.response_prefix,
             generate=config.eval.generate,
-            max_answered=config.eval.max_generate_examples,
+            max_answered=None if head else config.eval.max_generate_examples,  # a head answers every example in one pass
+            head=head,
             context=MetricContext(labels=labels, bertscore=config.eval.bertscore),
         )
 
@@ -119,6 +124,7 @@ def loss_sums(model: nn.Module, examples: Sequence[Example], pad_id: int, batch_
     for start in range(0, len(examples), batch_size):
         batch = collate(list(examples[start : start + batch_size]), pad_id, device)
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+        logits = logits[:, -batch["input_ids"].shape[1] :]  # prompt tuning returns logits for its virtual tokens too
         shifted_labels = batch["labels"][:, 1:]
         loss_sum += F.cross_entropy(
             logits[:, :-1].flatten(0, 1).float(), shifted_labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
@@ -136,10 +142,11 @@ def answerable(examples: Sequence[Example], limit: int | None) -> list[Example]:
 def answer_examples(
     model: nn.Module, tokenizer: PreTrainedTokenizerBase, examples: Sequence[Example], task: EvalTask, batch_size: int
 ) -> list[str]:
-    """Predicted label (classification: constrained to the label set) or generated answer per example.
-
-    A model with a classification head may return label ids here instead: the metrics take ids
-    into the label set as well as label strings (rayft.evaluate.metrics.map_to_label_set)."""
+    """Predicted label (classification: constrained to the label set; a head: its highest logit)
+    or generated answer per example."""
+    if task.head:
+        assert task.context.labels is not None, "a classification head needs the label set"
+        return predict_head_labels(model, examples, tokenizer.pad_token_id, task.context.labels, batch_size)
     prompts = [example.input_ids[: example.prompt_len] for example in examples]
     if task.classification and task.context.labels:
         return predict_labels(model, tokenizer, prompts, task.context.labels, task.response_prefix, batch_size)
@@ -163,7 +170,8 @@ def evaluate_split(
     module.eval()
     device = next(module.parameters()).device
     pad_id = tokenizer.pad_token_id
-    loss_sum, token_count = loss_sums(module, _in_lockstep(list(examples[rank::world_size]), examples, world_size), pad_id, batch_size)
+    scored = head_loss_sums if task.head else loss_sums
+    loss_sum, token_count = scored(module, _in_lockstep(list(examples[rank::world_size]), examples, world_size), pad_id, batch_size)
     general_sum, general_count = loss_sums(module, _in_lockstep(list(general[rank::world_size]), general, world_size), pad_id, batch_size)
 
     answers: Answers | None = None

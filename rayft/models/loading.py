@@ -12,6 +12,7 @@ import torch
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
     AutoTokenizer,
     ByT5Tokenizer,
     PreTrainedModel,
@@ -25,13 +26,17 @@ class ModelLoadError(UserInputError):
     """The configured model or tokenizer cannot be found or loaded."""
 
 
-def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+def load_tokenizer(name_or_path: str, trust_remote_code: bool = False, need_eos: bool = True) -> PreTrainedTokenizerBase:
     """Load a tokenizer and make sure it can pad.
 
     Tokenizers without a pad token reuse EOS for padding; labels on padding are masked by
     position (not by token id), so the EOS that ends each response is still trained.
+    A classification head generates nothing (`need_eos=False`): an encoder's tokenizer without
+    EOS (BERT) then uses its separator as the end-of-sequence mark.
     """
     tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    if tokenizer.eos_token_id is None and not need_eos and tokenizer.sep_token is not None:
+        tokenizer.eos_token = tokenizer.sep_token
     if tokenizer.eos_token_id is None:
         raise ModelLoadError(f"tokenizer {name_or_path!r} has no EOS token; responses could never end")
     if tokenizer.pad_token_id is None:
@@ -47,6 +52,7 @@ def build_tiny_model(spec: TinyModelSpec, tokenizer: PreTrainedTokenizerBase) ->
         hidden_size=spec.hidden,
         num_hidden_layers=spec.layers,
         num_attention_heads=spec.heads,
+        num_key_value_heads=spec.heads,  # qwen2/mistral default to 32/8 KV heads, which a tiny width cannot hold
         intermediate_size=spec.intermediate or 4 * spec.hidden,
         max_position_embeddings=spec.max_position,
         initializer_range=spec.initializer_range,
@@ -95,13 +101,14 @@ def resolve_base_model(model: ModelConfig, run_dir: Path) -> str:
 
 def configured_tokenizer(model: ModelConfig) -> PreTrainedTokenizerBase:
     """The tokenizer a run would use, without building or loading the model."""
+    need_eos = model.head == "causal_lm"
     if model.tokenizer:
-        return load_tokenizer(model.tokenizer, model.trust_remote_code)
+        return load_tokenizer(model.tokenizer, model.trust_remote_code, need_eos)
     if model.tiny is not None:
         return ByT5Tokenizer()
     assert model.name_or_path is not None
     try:
-        return load_tokenizer(model.name_or_path, model.trust_remote_code)
+        return load_tokenizer(model.name_or_path, model.trust_remote_code, need_eos)
     except (OSError, ValueError) as err:
         raise ModelLoadError(f"model.name_or_path: cannot load a tokenizer from {model.name_or_path!r} ({_first_line(err)})") from None
 
@@ -117,6 +124,15 @@ def load_causal_lm(path: str, trust_remote_code: bool = False, attn_implementati
     )
 
 
+def load_with_head(model: ModelConfig, path: str, labels: list[str] | None, pad_token_id: int) -> PreTrainedModel:
+    """The base as the configured head: a causal LM, or a classifier with one output per label
+    (the same call in training and `rayft eval`, so both build the same module)."""
+    if model.head == "sequence_classification":
+        assert labels is not None, "a classification head needs the label set"
+        return load_sequence_classifier(path, labels, pad_token_id, model.trust_remote_code)
+    return load_causal_lm(path, model.trust_remote_code, model.attn_implementation)
+
+
 def enable_gradient_checkpointing(model: PreTrainedModel) -> None:
     """Recompute each block's activations in the backward pass instead of keeping them.
 
@@ -124,6 +140,23 @@ def enable_gradient_checkpointing(model: PreTrainedModel) -> None:
     block even when its inputs do not require grad (frozen embeddings under LoRA) without input hooks.
     """
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def load_sequence_classifier(path: str, labels: list[str], pad_token_id: int, trust_remote_code: bool = False) -> PreTrainedModel:
+    """The base with a freshly initialised classification head of one output per label; the label
+    names go into the model config (id2label/label2id), so every saved model carries them.
+    Decoder bases classify from the last non-padding token, so their config needs the pad id."""
+    model = AutoModelForSequenceClassification.from_pretrained(
+        path,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: index for index, label in enumerate(labels)},
+        trust_remote_code=trust_remote_code,
+        dtype=torch.float32,
+    )
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = pad_token_id
+    return model
 
 
 def _first_line(err: Exception) -> str:

@@ -1,7 +1,10 @@
 """Checkpoints that resume exactly and count only when complete.
 
 Layout of one checkpoint directory:
-  model/                   Hugging Face format (adapter only for PEFT methods) + tokenizer
+  model/                   Hugging Face format (adapter only for PEFT methods, the bottleneck
+                           adapters' own files for `adapter`; gathered from every rank under ZeRO-3) + tokenizer
+  trainable.safetensors    methods that train part of the model: every trained tensor by name, what
+                           resume and `rayft eval` load (peft saves a prefix MLP only as its output)
   trainer_state.pt         progress and every rank's RNG states; optimizer and scheduler (torch engine)
   deepspeed/               DeepSpeed engine only: each rank's shard of weights, optimizer and scheduler
   rayft_checkpoint.json    marker written last; lists every file of every rank with its size:
@@ -19,12 +22,16 @@ from typing import Any
 import numpy as np
 import torch
 from peft import PeftModel, set_peft_model_state_dict
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from rayft.models.methods.adapter import WEIGHTS_FILE, has_adapters, save_adapters
+from rayft.models.methods.context import trained_tensors
+
 MARKER_FILE = "rayft_checkpoint.json"
 STATE_FILE = "trainer_state.pt"
+TRAINABLE_FILE = "trainable.safetensors"
 MODEL_DIR = "model"
 
 
@@ -76,9 +83,18 @@ def save_checkpoint(
 def save_model(
     directory: Path, model: nn.Module, tokenizer: PreTrainedTokenizerBase, state_dict: dict[str, torch.Tensor] | None = None
 ) -> None:
-    """The Hugging Face export; `state_dict` when the model's own tensors are shards (ZeRO-3)."""
-    model.save_pretrained(directory / MODEL_DIR, state_dict=state_dict)
+    """The Hugging Face export, and the trained tensors of a method that trains part of the model.
+
+    `state_dict` when the model's own tensors are shards (ZeRO-3; gathered with the frozen ones
+    left out when part of the model trains, so it holds exactly the trained tensors)."""
+    trained = state_dict if state_dict is not None else trained_tensors(model)
+    if has_adapters(model):
+        save_adapters(model, directory / MODEL_DIR, trained)
+    else:
+        model.save_pretrained(directory / MODEL_DIR, state_dict=state_dict)
     tokenizer.save_pretrained(directory / MODEL_DIR)
+    if any(not p.requires_grad for p in model.parameters()):
+        save_file({name: tensor.contiguous() for name, tensor in trained.items()}, directory / TRAINABLE_FILE)
 
 
 def save_trainer_state(
@@ -127,8 +143,33 @@ def load_trainer_state(directory: Path, rank: int) -> Progress:
     return Progress(**state["progress"])
 
 
+def load_checkpoint_weights(model: nn.Module, model_dir: Path) -> None:
+    """Load trained weights into a model built the same way (base, head, method): from the exact
+    trained tensors next to a checkpoint's model/ folder when there are some, else from the folder."""
+    trainable = model_dir.parent / TRAINABLE_FILE
+    if model_dir.name == MODEL_DIR and trainable.is_file():
+        load_trainable(model, trainable)
+    else:
+        load_trained_weights(model, model_dir)
+
+
+def load_trainable(model: nn.Module, path: Path) -> None:
+    """Load every trained tensor back by name; the names must be exactly the model's trainable ones."""
+    saved = load_file(path)
+    expected = {name for name, p in model.named_parameters() if p.requires_grad}
+    if set(saved) != expected:
+        raise IncompleteCheckpointError(
+            f"{path}: trained tensors do not match the model (missing {sorted(expected - set(saved))[:3]}, "
+            f"unexpected {sorted(set(saved) - expected)[:3]}); was it written by another method?"
+        )
+    model.load_state_dict(saved, strict=False)
+
+
 def load_trained_weights(model: nn.Module, model_dir: Path) -> None:
-    """Load what `save_pretrained` wrote back into a model built the same way."""
+    """Load what `save_model` wrote into model/ back into a model built the same way."""
+    if has_adapters(model):
+        load_trainable(model, model_dir / WEIGHTS_FILE)
+        return
     if isinstance(model, PeftModel):
         set_peft_model_state_dict(model, load_file(model_dir / "adapter_model.safetensors"))
         return
@@ -152,7 +193,7 @@ def restore_checkpoint(
 ) -> Progress:
     """Load weights, optimizer, scheduler (and loss scaler) and this rank's RNG; return where to continue."""
     check_marker(directory, world_size)
-    load_trained_weights(model, directory / MODEL_DIR)
+    load_checkpoint_weights(model, directory / MODEL_DIR)
     state = torch.load(directory / STATE_FILE, weights_only=False)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])

@@ -25,7 +25,6 @@ from typing import Any, ContextManager
 
 import torch
 import torch.distributed as dist
-from peft import PeftModel
 from torch import nn
 from transformers import PreTrainedTokenizerBase, get_scheduler
 
@@ -213,7 +212,9 @@ class DeepSpeedEngine(Engine):
         # Alive while the engine is: transformers then knows ZeRO-3 shards the weights, and generate()
         # keeps all ranks stepping together (each rank's forward gathers weights from the others).
         self._hf_deepspeed = HfDeepSpeedConfig(self.config) if self.stage == 3 else None
-        self.peft = isinstance(model, PeftModel)
+        # Methods that train part of the model (peft, bottleneck adapters): the frozen base comes from
+        # the base model on resume; only trained weights are state.
+        self.partial = any(not p.requires_grad for p in model.parameters())
         self.model, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=model,
             optimizer=build_optimizer(model, train),
@@ -244,12 +245,11 @@ class DeepSpeedEngine(Engine):
         export (gathered from every rank under ZeRO-3), the trainer state and, last, the marker,
         which lists every rank's files so that a partly uploaded checkpoint is never used."""
         rank = _rank()
-        # LoRA: the frozen base comes from the base model on resume; only trained weights are state.
-        self.model.save_checkpoint(str(directory / DEEPSPEED_DIR), tag=DEEPSPEED_TAG, exclude_frozen_parameters=self.peft)
+        self.model.save_checkpoint(str(directory / DEEPSPEED_DIR), tag=DEEPSPEED_TAG, exclude_frozen_parameters=self.partial)
         # Under ZeRO-3 every rank holds a slice of each weight: gather them (a collective, every rank
         # takes part) into one state dict on rank 0. DeepSpeed's own export helper, also used by
         # accelerate and the transformers Trainer; "16bit" in its name only means "in the training dtype".
-        state_dict = self.model._zero3_consolidated_16bit_state_dict(exclude_frozen_parameters=self.peft) if self.stage == 3 else None
+        state_dict = self.model._zero3_consolidated_16bit_state_dict(exclude_frozen_parameters=self.partial) if self.stage == 3 else None
         if rank == 0:
             save_model(directory, self.unwrapped, tokenizer, state_dict)
             save_trainer_state(directory, progress, rank_rng_states, {"engine": "deepspeed"})
@@ -262,7 +262,7 @@ class DeepSpeedEngine(Engine):
     def restore(self, directory: Path, rank: int, world_size: int) -> Progress:
         check_marker(directory, world_size)
         loaded, _ = self.model.load_checkpoint(
-            str(directory / DEEPSPEED_DIR), tag=DEEPSPEED_TAG, load_module_strict=not self.peft
+            str(directory / DEEPSPEED_DIR), tag=DEEPSPEED_TAG, load_module_strict=not self.partial
         )
         if loaded is None:
             raise IncompleteCheckpointError(f"{directory / DEEPSPEED_DIR}: DeepSpeed found no state to load")

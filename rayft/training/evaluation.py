@@ -31,14 +31,14 @@ from ray.train.torch import TorchTrainer
 
 from rayft.config import ExperimentConfig, UserInputError
 from rayft.data.batching import load_examples
-from rayft.data.pipeline import check_data_paths, general_data_config, label_set, prepare_datasets, read_general, tokenize_rows
+from rayft.data.pipeline import check_data_paths, general_data_config, prepare_datasets, read_general, tokenize_rows
 from rayft.data.split import TEST, TRAIN, VAL
 from rayft.evaluate.metrics import label_confusion
 from rayft.evaluate.validation import EvalTask, evaluate_split
-from rayft.models.loading import load_causal_lm, load_tokenizer, resolve_base_model, tokenizer_source
-from rayft.models.methods import apply_method
+from rayft.models.loading import load_tokenizer, load_with_head, resolve_base_model, tokenizer_source
+from rayft.models.methods import MethodContext, apply_method
 from rayft.tracking.eval_report import EvalReport, write_eval_report
-from rayft.training.checkpoint import MODEL_DIR, IncompleteCheckpointError, load_trained_weights, read_marker
+from rayft.training.checkpoint import MODEL_DIR, IncompleteCheckpointError, load_checkpoint_weights, read_marker
 from rayft.training.cluster import ensure_ray, worker_scaling
 from rayft.training.loop import _quiet_report_logging as quiet_report_logging  # the same Train log noise
 
@@ -73,11 +73,12 @@ def eval_loop_per_worker(settings: dict[str, Any]) -> None:
     if not config.scaling.use_gpu:
         torch.set_num_threads(max(1, int(config.scaling.cpus_per_worker)))  # as in training: same arithmetic
     quiet_report_logging()
-    tokenizer = load_tokenizer(run.tokenizer)
-    model = load_causal_lm(run.base_model)
+    head = config.model.head == "sequence_classification"
+    tokenizer = load_tokenizer(run.tokenizer, need_eos=not head)
+    model = load_with_head(config.model, run.base_model, run.labels, tokenizer.pad_token_id)
     if run.model_dir is not None:  # the module structure training saved from, then its weights
-        model = apply_method(model, config.method)
-        load_trained_weights(model, Path(run.model_dir))
+        model = apply_method(model, config.method, MethodContext.for_head(head, run.tokenizer))
+        load_checkpoint_weights(model, Path(run.model_dir))
     model.to(ray.train.torch.get_device())
     examples = load_examples(ray.train.get_dataset_shard("eval").iter_rows())
     general = load_examples(ray.train.get_dataset_shard("general").iter_rows()) if run.has_general else []
@@ -191,7 +192,7 @@ def evaluate(
     general = general_dataset(config, general_rows, tokenizer_path)
     if general is not None:
         datasets["general"] = general
-    labels = label_set(prepared.stats, config.data)
+    labels = prepared.labels
     settings = EvalSettings(
         experiment=config.model_dump(mode="json"), base_model=base_model, tokenizer=tokenizer_path,
         model_dir=None if model_dir is None else str(model_dir), labels=labels, has_general="general" in datasets,

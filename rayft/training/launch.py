@@ -20,10 +20,12 @@ from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig
 from ray.train.torch import TorchTrainer
 
 from rayft.config import ConfigError, ExperimentConfig, config_from_dict, load_config, to_yaml
-from rayft.data.pipeline import check_data_paths, label_set, prepare_datasets, read_general
+from rayft.data.classification import LABELS_FILE
+from rayft.data.pipeline import check_data_paths, prepare_datasets, read_general
 from rayft.data.split import TEST
 from rayft.data.report import write_report
 from rayft.models.loading import load_tokenizer, resolve_base_model, tokenizer_source
+from rayft.models.methods.check import check_method
 from rayft.tracking.metrics_log import METRICS_FILE, read_metrics
 from rayft.tracking.plots import plot_loss_curves
 from rayft.tracking.summary import SHOWN, before_after_table
@@ -196,7 +198,9 @@ def _train_one(config: ExperimentConfig, address: str | None, resume: bool) -> T
         write_deepspeed_config(deepspeed_config, run_dir)
     base_model = resolve_base_model(config.model, run_dir)
     tokenizer_path = tokenizer_source(config.model, base_model)
-    load_tokenizer(tokenizer_path, config.model.trust_remote_code)  # fails fast, before Ray, on a bad tokenizer
+    # Fail fast, before Ray: a bad tokenizer, or a method that cannot apply to this model.
+    load_tokenizer(tokenizer_path, config.model.trust_remote_code, need_eos=config.model.head == "causal_lm")
+    check_method(config.model, config.method, base_model, tokenizer_path, config.model.head == "sequence_classification")
     general_rows = read_general(config, run_dir)  # the forgetting monitor's set (eval.general), checked before Ray
 
     ensure_ray(address, config.scaling.num_workers * config.scaling.cpus_per_worker + 1)
@@ -206,7 +210,9 @@ def _train_one(config: ExperimentConfig, address: str | None, resume: bool) -> T
     general = general_dataset(config, general_rows, tokenizer_path) if "validation" in datasets else None
     if general is not None:
         datasets["general"] = general
-    labels = label_set(prepared.stats, config.data)
+    labels = prepared.labels
+    if config.model.head == "sequence_classification":
+        (run_dir / LABELS_FILE).write_text(json.dumps(labels, indent=2) + "\n")
     settings = LoopSettings(
         experiment=config.model_dump(mode="json"),
         base_model=base_model,
@@ -236,7 +242,7 @@ def _train_one(config: ExperimentConfig, address: str | None, resume: bool) -> T
         last_checkpoint=result.checkpoint.path if result.checkpoint else None,
         metrics=dict(result.metrics or {}),
         best_metrics=dict(best[1]) if best else {},
-        before={k: start[k] for k in config.eval_keys if k in start},
+        before={k: start[k] for k in [*config.eval_keys, "majority_accuracy"] if k in start},
         trainable_params=start.get("trainable_params"),
         total_params=start.get("total_params"),
         data=asdict(prepared.counts),
@@ -293,6 +299,8 @@ def render_summary(result: TrainResult) -> str:
             f"stopped early at step {result.stopped_at_step}: {record['metric']} did not improve by more than "
             f"{record['min_delta']} for {record['patience']} evaluations (best {record['best']:.4f} at step {record['best_step']})\n"
         )
+    if "majority_accuracy" in result.before:
+        params += f"majority-class accuracy on validation (the baseline to beat): {result.before['majority_accuracy']:.4f}\n"
     return (
         f"\nrun directory: {result.run_dir}\n{params}"
         f"best checkpoint: {result.best_checkpoint} (step {result.best_step})\n{stopped}"

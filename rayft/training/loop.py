@@ -26,14 +26,17 @@ from ray.experimental import tqdm_ray
 
 from rayft.config import ExperimentConfig, TrainConfig
 from rayft.data.batching import Example, collate, epoch_batches, load_examples, micro_batches_per_epoch
+from rayft.data.classification import collate_classification
 from rayft.data.packing import pack_examples
 from rayft.data.tokenize import IGNORE_INDEX
+from rayft.evaluate.classification import majority_accuracy
 from rayft.evaluate.early_stopping import EarlyStopping
 from rayft.evaluate.validation import EvalTask, evaluate_split
-from rayft.models.loading import enable_gradient_checkpointing, load_causal_lm, load_tokenizer
-from rayft.models.methods import apply_method, count_parameters
+from rayft.models.loading import enable_gradient_checkpointing, load_tokenizer, load_with_head
+from rayft.models.methods import MethodContext, apply_method, count_parameters
 from rayft.tracking.metrics_log import METRICS_FILE, MetricsLog
 from rayft.training.checkpoint import Progress, rng_state
+from rayft.training.classification import classification_forward_backward
 from rayft.training.engines import Engine, create_engine
 
 logger = logging.getLogger("rayft.train")
@@ -61,7 +64,7 @@ class LoopSettings:
     has_validation: bool
     fail_at_step: int = 0
     labels: list[str] | None = None
-    """Classification label set (sorted labels of the training split)."""
+    """Classification label set: the labels scored after the prompt (causal LM), or the head's outputs in id order."""
     has_general: bool = False
     """A general held-out set (eval.general) is passed as dataset 'general' (forgetting monitor)."""
     deepspeed_config: dict[str, Any] | None = None
@@ -143,11 +146,14 @@ def train_loop_per_worker(settings: dict[str, Any]) -> None:
 
     # ---- model and method (same seed on every rank: identical adapter init)
     seed_everything(train_cfg.seed)
-    tokenizer = load_tokenizer(loop.tokenizer)
-    model = load_causal_lm(loop.base_model, attn_implementation=config.model.attn_implementation)
+    classify = config.model.head == "sequence_classification"  # a head and label ids instead of answer tokens
+    tokenizer = load_tokenizer(loop.tokenizer, need_eos=not classify)
+    model = load_with_head(config.model, loop.base_model, loop.labels, tokenizer.pad_token_id)
     if train_cfg.gradient_checkpointing:
         enable_gradient_checkpointing(model)
-    model = apply_method(model, config.method)
+    model = apply_method(model, config.method, MethodContext.for_head(classify, loop.tokenizer))
+    batch_of = collate_classification if classify else collate
+    step_of = classification_forward_backward if classify else forward_backward
     trainable_params, total_params = count_parameters(model)
     if rank == 0:
         logger.info(
@@ -206,6 +212,8 @@ def train_loop_per_worker(settings: dict[str, Any]) -> None:
             start_metrics |= {"packed_sequences": packing_stats.sequences, "packing_efficiency": round(packing_stats.efficiency, 4)}
         if val_examples:
             start_metrics |= evaluate()
+            if classify:
+                start_metrics["majority_accuracy"] = majority_accuracy(train_examples, val_examples)
         record(start_metrics)
         _report({"step": 0, **start_metrics}, False, engine, tokenizer, progress)
 
@@ -222,9 +230,9 @@ def train_loop_per_worker(settings: dict[str, Any]) -> None:
         batches = epoch_batches(len(train_examples), train_cfg.batch_size, world_size, rank, train_cfg.seed, progress.epoch)
         while progress.micro_batch < len(batches) and progress.step < max_steps and not stop:
             group = batches[progress.micro_batch : progress.micro_batch + train_cfg.grad_accum]
-            collated = [collate([train_examples[i] for i in ids], tokenizer.pad_token_id) for ids in group]
+            collated = [batch_of([train_examples[i] for i in ids], tokenizer.pad_token_id) for ids in group]
             window_tokens += sum(len(train_examples[i].input_ids) for ids in group for i in ids)
-            running_loss += forward_backward(engine, collated, device)
+            running_loss += step_of(engine, collated, device)
             engine.clip(train_cfg.max_grad_norm)
             engine.step()  # optimizer, then schedule
             engine.zero_grad()

@@ -22,7 +22,7 @@ from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from rayft.config import ConfigError, ExperimentConfig, TuneSection, config_from_dict, to_yaml, with_params
-from rayft.data.pipeline import check_data_paths, label_set, prepare_datasets, read_general
+from rayft.data.pipeline import check_data_paths, prepare_datasets, read_general
 from rayft.data.report import write_report
 from rayft.models.loading import load_tokenizer, resolve_base_model, tokenizer_source
 from rayft.training.cluster import ensure_ray
@@ -162,7 +162,7 @@ def sweep(
     trainable = tune.with_resources(
         tune.with_parameters(
             run_trial, base=base, datasets=datasets, base_model=base_model, tokenizer=tokenizer_path,
-            trials_dir=str(sweep_dir / TRIALS_DIR), labels=label_set(prepared.stats, config.data),
+            trials_dir=str(sweep_dir / TRIALS_DIR), labels=prepared.labels,
         ),
         {"CPU": 1},
     )

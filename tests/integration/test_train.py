@@ -47,6 +47,8 @@ def test_lora_instruction_tuning_improves_and_checkpoints_adapter_only(tmp_path:
     assert [r["step"] for r in records if "loss" in r] == list(range(20, 241, 20))
     assert [r["step"] for r in records if "eval_loss" in r] == [0, 120, 240]
     assert all(r["tokens_per_s"] > 0 and r["lr"] >= 0 for r in records if "loss" in r)
+    train_losses = [r["loss"] for r in records if "loss" in r]
+    assert train_losses[-1] < 0.5 * train_losses[0], "the training loss goes down"
     assert len(result.checkpoints) == 2
 
     checkpoint = Path(result.best_checkpoint)
@@ -63,6 +65,8 @@ def test_full_fine_tuning_trains_every_weight(tmp_path: Path) -> None:
     result = rayft.train(config)
     assert result.trainable_params == result.total_params == 57_504  # 2*V*H + L*(4H^2 + 3*H*I + 2H) + H
     assert result.best_metrics["eval_loss"] < result.before["eval_loss"]
+    train_losses = list(_losses(Path(result.run_dir)).values())
+    assert len(train_losses) == 3 and train_losses[-1] < train_losses[0], "the training loss goes down"
     weights = load_file(Path(result.best_checkpoint) / "model" / "model.safetensors")
     assert sum(t.numel() for t in weights.values()) == 57_504
     reloaded = AutoModelForCausalLM.from_pretrained(Path(result.best_checkpoint) / "model")

@@ -83,3 +83,35 @@ def test_run_dir_is_storage_path_slash_name(tmp_path: Path) -> None:
 def test_missing_config_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize("method", ["prefix", "prompt"])
+def test_packing_with_virtual_tokens_is_refused_naming_the_key(tmp_path: Path, method: str) -> None:
+    with pytest.raises(ConfigError, match=rf"^data\.packing: cannot pack with method\.type={method}"):
+        config_from_dict(tiny_experiment(tmp_path, method={"type": method}, data={"packing": True}))
+
+
+def test_classification_head_needs_the_classification_format(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^model\.head: sequence_classification needs data\.format=classification, got 'instruction'"):
+        config_from_dict(tiny_experiment(tmp_path), ["model.head=sequence_classification"])
+    with pytest.raises(ConfigError, match=r"^method\.type: prefix tuning cannot train a classification head"):
+        config_from_dict(tiny_experiment(tmp_path, method={"type": "prefix"}), ["model.head=sequence_classification", "data.format=classification"])
+    config = config_from_dict(tiny_experiment(tmp_path, method={"type": "prompt"}), ["model.head=sequence_classification", "data.format=classification"])
+    assert config.model.head == "sequence_classification"
+
+
+@pytest.mark.parametrize(
+    ("method", "message"),
+    [
+        ({"type": "ia3", "target_modules": ["q_proj"]}, r"^method: feedforward_modules: required when target_modules is a list"),
+        ({"type": "ia3", "target_modules": ["q_proj"], "feedforward_modules": ["down_proj"]}, r"^method: feedforward_modules: \['down_proj'\] not in target_modules"),
+        ({"type": "prompt", "init": "text"}, r"^method: init_text: required"),
+        ({"type": "prefix", "encoder_hidden_size": 16}, r"^method: encoder_hidden_size: only used with prefix_projection"),
+        ({"type": "adapter", "activation": "swish"}, r"^method\.activation: Input should be 'relu', 'gelu', 'silu' or 'tanh'"),
+        ({"type": "lora", "modules_to_save": []}, r"^method\.modules_to_save: must name at least one module"),
+        ({"type": "prompt", "r": 4}, r"^method\.r: unknown key"),
+    ],
+)
+def test_method_fields_are_validated_naming_the_key(tmp_path: Path, method: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict(tiny_experiment(tmp_path, method=method))
