@@ -126,5 +126,10 @@ def enable_gradient_checkpointing(model: PreTrainedModel) -> None:
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
+def model_hidden_size(path: str, trust_remote_code: bool = False) -> int | None:
+    """The model's width from its config (None when the config names none)."""
+    return getattr(AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code), "hidden_size", None)
+
+
 def _first_line(err: Exception) -> str:
     return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
