@@ -18,6 +18,7 @@ Prints a markdown table for benchmarks/RESULTS.md and writes JSON next to it wit
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import platform
 import tempfile
@@ -50,9 +51,9 @@ MIB = 2**20
 def experiment(engine: str, args: argparse.Namespace, storage: Path) -> dict[str, Any]:
     train: dict[str, Any] = {"max_steps": args.steps, "lr": 1e-4, "batch_size": args.batch_size, "weight_decay": 0.01}
     if engine != "torch":
-        train |= {"backend": "deepspeed", "deepspeed": {"stage": int(engine)}}
+        train |= {"backend": "deepspeed", "deepspeed": {"stage": int(engine.removesuffix("ds")), "config": args.ds_json}}
     return {
-        "name": f"zero-memory-{engine}",
+        "name": f"zero-memory-{engine}",  # one run directory per engine
         "model": {"tiny": {"arch": "llama", "layers": args.layers, "hidden": args.hidden, "heads": 12, "max_position": 512}},
         "method": {"type": "full"},
         "data": {"train": "unused.jsonl"},
@@ -68,6 +69,11 @@ def _peak_rss() -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024
     raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
+
+
+def _reset_peak_rss() -> None:
+    """Start a new VmHWM period (Linux: writing 5 to clear_refs resets the high-water mark)."""
+    Path("/proc/self/clear_refs").write_text("5")
 
 
 def _nbytes(tensors: Any) -> int:
@@ -96,8 +102,9 @@ def rank_bytes(engine: Engine) -> dict[str, int]:
     state = [t for s in inner.state.values() for t in s.values() if isinstance(t, torch.Tensor) and t.ndim]
     if isinstance(engine, DeepSpeedEngine):
         zero = engine.optimizer
-        partitions = getattr(zero, "averaged_gradients", {})  # ZeRO 1-2: reduced gradient partitions
+        partitions = getattr(zero, "averaged_gradients", {})  # ZeRO 1-2 at the step: reduced gradient partitions
         grads += [t for value in partitions.values() for t in (value if isinstance(value, list) else [value])]
+        grads.append(getattr(zero, "grads_in_partition", None))  # ZeRO-2 between backward and step
         grads.append(getattr(zero, "grad_partitions_flat_buffer", None))  # ZeRO-3
     module_storage = {p.untyped_storage().data_ptr() for p in held if p.numel()}
     separate_masters = [m for m in masters if m.untyped_storage().data_ptr() not in module_storage]
@@ -111,6 +118,9 @@ def worker(settings: dict[str, Any]) -> None:
     torch.manual_seed(0)
     model = load_causal_lm(settings["base_model"])
     engine = create_engine(config, model, config.train.max_steps, settings["deepspeed_config"])
+    gc.collect()
+    setup_peak = _peak_rss()  # loading the whole model on every rank, then the engine's buffers and shards
+    _reset_peak_rss()
     rank = ray.train.get_context().get_world_rank()
     generator = torch.Generator().manual_seed(rank)
     counted: dict[str, int] = {}
@@ -124,7 +134,7 @@ def worker(settings: dict[str, Any]) -> None:
         engine.clip(config.train.max_grad_norm)
         engine.step()
         engine.zero_grad()
-    row = {"rank": rank, "baseline_rss": baseline, "peak_rss": _peak_rss(), **counted,
+    row = {"rank": rank, "baseline_rss": baseline, "setup_peak_rss": setup_peak, "train_peak_rss": _peak_rss(), **counted,
            "s_per_step": (time.perf_counter() - started) / config.train.max_steps}
     # Ray Train hands the driver rank 0's metrics only; every worker of this one-machine benchmark writes its own.
     (Path(settings["out_dir"]) / f"rank{rank}.json").write_text(json.dumps(row))
@@ -139,7 +149,8 @@ def measure(engine: str, args: argparse.Namespace, storage: Path) -> list[dict[s
     settings = {
         "experiment": config.model_dump(mode="json"),
         "base_model": base_model,
-        "deepspeed_config": build_deepspeed_config(config) if engine != "torch" else None,
+        # "3ds": DeepSpeed's own bucket sizes instead of rayft's, sized to the model's width
+        "deepspeed_config": build_deepspeed_config(config, None if engine.endswith("ds") else args.hidden) if engine != "torch" else None,
         "seq_len": args.seq_len,
         "out_dir": str(out_dir),
     }
@@ -159,7 +170,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--seq-len", type=int, default=128)
-    parser.add_argument("--engines", default="torch,0,2,3", help="comma-separated: torch and/or ZeRO stages 0-3")
+    parser.add_argument("--engines", default="torch,0,2,3,3ds", help="comma-separated: torch, ZeRO stages 0-3; suffix ds: DeepSpeed's bucket sizes")
+    parser.add_argument("--ds-json", default=None, help="a DeepSpeed JSON merged into rayft's (train.deepspeed.config)")
     parser.add_argument("--out", type=Path, default=None, help="write the measurements as JSON here")
     args = parser.parse_args()
     ensure_ray(None, 3)
@@ -177,17 +189,17 @@ def render(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -
         f"machine: {platform.machine()}, {psutil.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB; "
         f"llama {args.layers} layers x {args.hidden}, batch {args.batch_size} x {args.seq_len} tokens per worker, fp32, AdamW",
         "",
-        "| engine | rank | params MiB | grads MiB | optimizer MiB | sum MiB | baseline RSS MiB | peak RSS MiB | peak - baseline MiB | s/step |",
+        "| engine | rank | params MiB | grads MiB | optimizer MiB | sum MiB | baseline RSS MiB | setup peak RSS MiB | training peak RSS MiB | s/step |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for engine, rows in results.items():
-        name = "torch DDP" if engine == "torch" else f"DeepSpeed ZeRO-{engine}"
+        name = "torch DDP" if engine == "torch" else f"DeepSpeed ZeRO-{engine.removesuffix('ds')}" + (", DeepSpeed's buckets" if engine.endswith("ds") else "")
         for row in sorted(rows, key=lambda r: r["rank"]):
             total = row["params"] + row["grads"] + row["optimizer"]
             lines.append(
                 f"| {name} | {row['rank']} | {row['params'] / MIB:.1f} | {row['grads'] / MIB:.1f} | {row['optimizer'] / MIB:.1f} | "
-                f"{total / MIB:.1f} | {row['baseline_rss'] / MIB:.0f} | {row['peak_rss'] / MIB:.0f} | "
-                f"{(row['peak_rss'] - row['baseline_rss']) / MIB:.0f} | {row['s_per_step']:.2f} |"
+                f"{total / MIB:.1f} | {row['baseline_rss'] / MIB:.0f} | {row['setup_peak_rss'] / MIB:.0f} | "
+                f"{row['train_peak_rss'] / MIB:.0f} | {row['s_per_step']:.2f} |"
             )
     return "\n".join(lines)
 

@@ -159,5 +159,10 @@ def load_sequence_classifier(path: str, labels: list[str], pad_token_id: int, tr
     return model
 
 
+def model_hidden_size(path: str, trust_remote_code: bool = False) -> int | None:
+    """The model's width from its config (None when the config names none)."""
+    return getattr(AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code), "hidden_size", None)
+
+
 def _first_line(err: Exception) -> str:
     return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

@@ -55,8 +55,14 @@ def owned_settings(config: ExperimentConfig) -> dict[str, tuple[Any, str]]:
     }
 
 
-def default_settings(config: ExperimentConfig) -> dict[str, Any]:
-    """rayft's choices for keys the experiment does not state; a user JSON may change them."""
+def default_settings(config: ExperimentConfig, hidden_size: int | None = None) -> dict[str, Any]:
+    """rayft's choices for keys the experiment does not state; a user JSON may change them.
+
+    With the model's hidden size, the communication buckets are sized to the model as the
+    transformers Trainer sizes its "auto" values. DeepSpeed's own defaults (5e8 elements) suit
+    billion-parameter models; on a small one, ZeRO-3 with them peaked 12% higher per worker
+    (benchmarks/RESULTS.md).
+    """
     defaults: dict[str, Any] = {
         "steps_per_print": 2**31 - 1,  # rayft logs loss and lr itself
         "wall_clock_breakdown": False,
@@ -64,16 +70,24 @@ def default_settings(config: ExperimentConfig) -> dict[str, Any]:
     if config.train.precision == "fp16":
         defaults["fp16"] = dict(_LOSS_SCALING)
     zero = config.train.deepspeed
-    if zero is not None and zero.offload_optimizer:
-        defaults["zero_optimization"] = {"offload_optimizer": {"pin_memory": config.scaling.use_gpu}}
+    assert zero is not None, "default_settings needs train.backend=deepspeed"
+    zero_defaults: dict[str, Any] = defaults.setdefault("zero_optimization", {})
+    if hidden_size is not None and zero.stage >= 1:
+        zero_defaults["reduce_bucket_size"] = hidden_size * hidden_size
+        if zero.stage == 3:
+            zero_defaults["stage3_prefetch_bucket_size"] = int(0.9 * hidden_size * hidden_size)
+            zero_defaults["stage3_param_persistence_threshold"] = 10 * hidden_size
+    if zero.offload_optimizer:
+        zero_defaults["offload_optimizer"] = {"pin_memory": config.scaling.use_gpu}
         # The offloaded step runs rayft's torch AdamW on the CPU. DeepSpeed prefers its DeepSpeedCPUAdam,
         # whose C++ op compiles on first use (17 min on this project's 2-core CI machine): not worth it here.
         defaults["zero_force_ds_cpu_optimizer"] = False
     return defaults
 
 
-def build_deepspeed_config(config: ExperimentConfig) -> dict[str, Any]:
-    """The complete DeepSpeed config for this experiment (raises ConfigError on conflicts)."""
+def build_deepspeed_config(config: ExperimentConfig, hidden_size: int | None = None) -> dict[str, Any]:
+    """The complete DeepSpeed config for this experiment (raises ConfigError on conflicts);
+    `hidden_size` (the model's) sizes the communication buckets."""
     zero = config.train.deepspeed
     assert zero is not None, "build_deepspeed_config needs train.backend=deepspeed"
     user = read_user_config(zero.config) if zero.config else {}
@@ -91,7 +105,7 @@ def build_deepspeed_config(config: ExperimentConfig) -> dict[str, Any]:
         shadow = _value_above(key, flat_user)
         if shadow is not None:
             raise ConfigError(f"train.deepspeed.config: {shadow} in {zero.config} must be a section (it holds {key}, from {origin})")
-    merged = _merge(default_settings(config), user)
+    merged = _merge(default_settings(config, hidden_size), user)
     for key, (value, _) in owned.items():
         _set(merged, key, value)
     return merged

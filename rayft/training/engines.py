@@ -205,7 +205,7 @@ class DeepSpeedEngine(Engine):
 
         self.device, self.precision = device, precision
         # DeepSpeed compiles a shared-memory all-reduce for CPU inference (about a minute on first use);
-        # training never calls it. Its op table is a module-level dict that DeepSpeed documents as editable.
+        # training never calls it. DeepSpeed caches its op table as one module-level dict, so the edit holds.
         deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
         self.config = with_precision(ds_config, precision)
         self.stage = int(self.config["zero_optimization"]["stage"])

@@ -24,7 +24,7 @@ from rayft.data.classification import LABELS_FILE
 from rayft.data.pipeline import check_data_paths, prepare_datasets, read_general
 from rayft.data.split import TEST
 from rayft.data.report import write_report
-from rayft.models.loading import load_tokenizer, resolve_base_model, tokenizer_source
+from rayft.models.loading import load_tokenizer, model_hidden_size, resolve_base_model, tokenizer_source
 from rayft.models.methods.check import check_method
 from rayft.tracking.metrics_log import METRICS_FILE, read_metrics
 from rayft.tracking.plots import plot_loss_curves
@@ -191,12 +191,13 @@ def _train_folds(config: ExperimentConfig, address: str | None, resume: bool) ->
 
 def _train_one(config: ExperimentConfig, address: str | None, resume: bool) -> TrainResult:
     started = time.time()
-    deepspeed_config = build_deepspeed_config(config) if config.train.backend == "deepspeed" else None
     run_dir = prepare_run_dir(config, resume)
     check_data_paths(config.data)
-    if deepspeed_config is not None:
-        write_deepspeed_config(deepspeed_config, run_dir)
     base_model = resolve_base_model(config.model, run_dir)
+    deepspeed_config = None
+    if config.train.backend == "deepspeed":
+        deepspeed_config = build_deepspeed_config(config, model_hidden_size(base_model, config.model.trust_remote_code))
+        write_deepspeed_config(deepspeed_config, run_dir)
     tokenizer_path = tokenizer_source(config.model, base_model)
     # Fail fast, before Ray: a bad tokenizer, or a method that cannot apply to this model.
     load_tokenizer(tokenizer_path, config.model.trust_remote_code, need_eos=config.model.head == "causal_lm")

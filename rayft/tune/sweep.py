@@ -24,7 +24,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from rayft.config import ConfigError, ExperimentConfig, TuneSection, config_from_dict, to_yaml, with_params
 from rayft.data.pipeline import check_data_paths, prepare_datasets, read_general
 from rayft.data.report import write_report
-from rayft.models.loading import load_tokenizer, resolve_base_model, tokenizer_source
+from rayft.models.loading import load_tokenizer, model_hidden_size, resolve_base_model, tokenizer_source
 from rayft.training.cluster import ensure_ray
 from rayft.training.deepspeed_config import build_deepspeed_config
 from rayft.training.evaluation import general_dataset
@@ -70,7 +70,7 @@ def run_trial(
     settings = LoopSettings(
         experiment=config.model_dump(mode="json"), base_model=base_model, tokenizer=tokenizer, run_dir=str(run_dir), has_validation=True,
         labels=labels, has_general="general" in datasets,
-        deepspeed_config=build_deepspeed_config(config) if config.train.backend == "deepspeed" else None,
+        deepspeed_config=build_deepspeed_config(config, model_hidden_size(base_model)) if config.train.backend == "deepspeed" else None,
     )
     build_trainer(config, settings, datasets, callbacks=[TuneReportCallback()]).fit()
 

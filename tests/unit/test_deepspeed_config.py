@@ -134,3 +134,14 @@ def test_shipped_deepspeed_experiments_build_their_config(path: Path, monkeypatc
     monkeypatch.chdir(REPO)  # their JSON paths are relative to the repository, where their command runs
     ds = build_deepspeed_config(load_config(path))
     assert ds["zero_optimization"]["stage"] == load_config(path).train.deepspeed.stage
+
+
+def test_buckets_are_sized_to_the_model_unless_the_user_sizes_them(tmp_path: Path) -> None:
+    """As the transformers Trainer fills "auto": DeepSpeed's 5e8-element defaults suit billion-parameter models."""
+    zero3 = build_deepspeed_config(_config(tmp_path, "train.deepspeed.stage=3"), hidden_size=64)["zero_optimization"]
+    assert (zero3["reduce_bucket_size"], zero3["stage3_prefetch_bucket_size"], zero3["stage3_param_persistence_threshold"]) == (4096, 3686, 640)
+    zero2 = build_deepspeed_config(_config(tmp_path), hidden_size=64)["zero_optimization"]
+    assert zero2["reduce_bucket_size"] == 4096 and "stage3_prefetch_bucket_size" not in zero2
+    assert "reduce_bucket_size" not in build_deepspeed_config(_config(tmp_path, "train.deepspeed.stage=0"), hidden_size=64)["zero_optimization"]
+    user = {"zero_optimization": {"reduce_bucket_size": 500}}
+    assert build_deepspeed_config(_config(tmp_path, user=user), hidden_size=64)["zero_optimization"]["reduce_bucket_size"] == 500

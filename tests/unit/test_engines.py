@@ -17,7 +17,7 @@ from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled, unse
 
 from rayft.config import ExperimentConfig, FullMethod, LoraMethod, ModelConfig, TinyModelSpec, TrainConfig, config_from_dict
 from rayft.data.batching import Example, collate
-from rayft.models.loading import load_causal_lm, resolve_base_model
+from rayft.models.loading import enable_gradient_checkpointing, load_causal_lm, resolve_base_model
 from rayft.models.methods import apply_method
 from rayft.training.checkpoint import MARKER_FILE, IncompleteCheckpointError, Progress, read_marker, rng_state
 from rayft.training.deepspeed_config import build_deepspeed_config
@@ -54,14 +54,18 @@ def _experiment(tmp_path: Path, stage: int, precision: str = "fp32", **train: ob
     return config_from_dict(raw, ["scaling.num_workers=1"])
 
 
-def _model(base: str, method: str) -> torch.nn.Module:
+def _model(base: str, method: str, checkpointing: bool = False) -> torch.nn.Module:
     torch.manual_seed(0)
-    return apply_method(load_causal_lm(base), LoraMethod(r=2, alpha=4, dropout=0.0, target_modules="all-linear") if method == "lora" else FullMethod())
+    model = load_causal_lm(base)
+    if checkpointing:
+        enable_gradient_checkpointing(model)
+    return apply_method(model, LoraMethod(r=2, alpha=4, dropout=0.0, target_modules="all-linear") if method == "lora" else FullMethod())
 
 
-def _deepspeed(base: str, method: str, config: ExperimentConfig, max_steps: int = 6) -> DeepSpeedEngine:
+def _deepspeed(base: str, method: str, config: ExperimentConfig, max_steps: int = 6, checkpointing: bool = False) -> DeepSpeedEngine:
     assert config.train.deepspeed is not None
-    return DeepSpeedEngine(_model(base, method), config.train, max_steps, build_deepspeed_config(config), CPU, config.train.precision)
+    model = _model(base, method, checkpointing)
+    return DeepSpeedEngine(model, config.train, max_steps, build_deepspeed_config(config, hidden_size=32), CPU, config.train.precision)
 
 
 def _steps(tokenizer: ByT5Tokenizer, count: int, seed: int = 0) -> list[list[dict[str, torch.Tensor]]]:
@@ -85,6 +89,7 @@ def _steps(tokenizer: ByT5Tokenizer, count: int, seed: int = 0) -> list[list[dic
 def _train(engine: Engine, steps: list[list[dict[str, torch.Tensor]]]) -> list[tuple[float, float]]:
     """(loss, lr after the step) per optimizer step, as the loop takes it."""
     trace = []
+    engine.model.train()  # as the loop does; gradient checkpointing acts only in training mode
     for micro in steps:
         loss = forward_backward(engine, micro, CPU)
         engine.clip(0.5)
@@ -109,15 +114,22 @@ def _release(engine: DeepSpeedEngine) -> None:
     unset_hf_deepspeed_config()
 
 
-@pytest.mark.parametrize(("stage", "method"), [(0, "full"), (1, "full"), (2, "full"), (3, "full"), (2, "lora"), (3, "lora")])
-def test_deepspeed_takes_the_same_steps_as_the_torch_engine(tmp_path: Path, base: str, stage: int, method: str, byte_tokenizer: ByT5Tokenizer) -> None:
+@pytest.mark.parametrize(
+    ("stage", "method", "checkpointing"),
+    [(0, "full", False), (1, "full", False), (2, "full", False), (3, "full", False), (2, "lora", False), (3, "lora", False), (3, "full", True)],
+)
+def test_deepspeed_takes_the_same_steps_as_the_torch_engine(
+    tmp_path: Path, base: str, stage: int, method: str, checkpointing: bool, byte_tokenizer: ByT5Tokenizer
+) -> None:
     """Pins the loss scaling: DeepSpeed must not divide the token-weighted loss again by
-    gradient_accumulation_steps, must clip at train.max_grad_norm and follow rayft's schedule."""
+    gradient_accumulation_steps, must clip at train.max_grad_norm and follow rayft's schedule
+    (also with gradient checkpointing recomputing ZeRO-3's gathered blocks)."""
     config = _experiment(tmp_path, stage)
     steps = _steps(byte_tokenizer, 3)
     reference = TorchDDPEngine(_model(base, method), config.train, 6, CPU, "fp32")
     expected = _train(reference, steps)
-    engine = _deepspeed(base, method, config)
+    engine = _deepspeed(base, method, config, checkpointing=checkpointing)
+    assert engine.unwrapped.is_gradient_checkpointing == checkpointing
     got = _train(engine, steps)
     for (loss, lr), (want_loss, want_lr) in zip(got, expected):
         assert loss == pytest.approx(want_loss, rel=1e-5)
