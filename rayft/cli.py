@@ -7,12 +7,22 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from rayft.config import UserInputError, load_config, to_yaml
 from rayft.training.loopback import keep_embedded_ray_on_loopback
 
 EXIT_USER_ERROR = 2
 EXIT_FAILURE = 1
+
+
+def _ray_command(commands: Any, name: str, help_text: str, config_help: str, example: str) -> argparse.ArgumentParser:
+    """A subcommand that runs on Ray: CONFIG, dotted overrides and --address."""
+    command = commands.add_parser(name, help=help_text)
+    command.add_argument("config", help=config_help)
+    command.add_argument("overrides", nargs="*", help=f"dotted key=value overrides, {example}")
+    command.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    return command
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -23,11 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("config", help="experiment YAML")
     validate.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.lr=1e-4")
 
-    train = commands.add_parser("train", help="fine-tune as the experiment file says")
-    train.add_argument("config", help="experiment YAML")
-    train.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.lr=1e-4")
-    train.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
-    train.add_argument("--resume", action="store_true", help="continue the run named by the config")
+    _ray_command(commands, "train", "fine-tune as the experiment file says", "experiment YAML", "e.g. train.lr=1e-4").add_argument(
+        "--resume", action="store_true", help="continue the run named by the config"
+    )
     evaluate = commands.add_parser("eval", help="evaluate a checkpoint (or the base model) on a split, on Ray")
     evaluate.add_argument("config", help="experiment YAML (names the run and its data)")
     evaluate.add_argument("overrides", nargs="*", help="dotted key=value overrides")
@@ -36,11 +44,10 @@ def _parser() -> argparse.ArgumentParser:
     which.add_argument("--base", action="store_true", help="evaluate the base model, before fine-tuning")
     evaluate.add_argument("--split", default="validation", choices=["validation", "test", "train"], help="split to evaluate (default validation)")
     evaluate.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
-    sweep = commands.add_parser("tune", help="search hyperparameters (the experiment's tune section) with Ray Tune")
-    sweep.add_argument("config", help="experiment YAML with a tune section")
-    sweep.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. tune.num_samples=16")
-    sweep.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
-    sweep.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same name")
+    _ray_command(
+        commands, "tune", "search hyperparameters (the experiment's tune section) with Ray Tune",
+        "experiment YAML with a tune section", "e.g. tune.num_samples=16",
+    ).add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same name")
     export = commands.add_parser("export", help="write a checkpoint as a Hugging Face model directory with a model card")
     export.add_argument("checkpoint", help="a checkpoint directory (runs/<name>/checkpoint_*)")
     export.add_argument("out", help="the directory to write (new or empty)")
