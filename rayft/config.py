@@ -401,6 +401,11 @@ class DataConfig(_Section):
     def _kfold_owns_validation(self) -> DataConfig:
         if self.kfold is not None and self.validation is not None:
             raise ValueError("kfold: the folds are the validation splits; remove data.validation or data.kfold")
+        if self.kfold is not None and self.split.time_column is not None:
+            raise ValueError(
+                "kfold: folds are drawn without regard to time, so rows later than a fold's validation rows would "
+                f"train; remove data.kfold or data.split.time_column ({self.split.time_column!r})"
+            )
         return self
 
     @model_validator(mode="after")

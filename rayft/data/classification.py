@@ -55,11 +55,12 @@ def tokenize_for_head(
     prompt (prompt_len): evaluation hands it to the head, which answers with a label."""
     text = head_text(record, data)
     input_ids = list(tokenizer(text)["input_ids"])
-    if len(input_ids) > data.max_length:
+    truncated = len(input_ids) > data.max_length
+    if truncated:
         if data.overlength != "truncate":
             return Dropped("overlength", f"{len(input_ids)} tokens > max_length {data.max_length}")
         input_ids = list(tokenizer(text, truncation=True, max_length=data.max_length)["input_ids"])
-    return TokenizedExample(input_ids, [label2id[label_of(record, data)]], prompt_len=len(input_ids))
+    return TokenizedExample(input_ids, [label2id[label_of(record, data)]], prompt_len=len(input_ids), truncated=truncated)
 
 
 def collate_classification(examples: Sequence[Any], pad_id: int, device: torch.device | None = None) -> dict[str, torch.Tensor]:

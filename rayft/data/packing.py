@@ -29,18 +29,36 @@ class PackingStats:
 
 def first_fit_decreasing(lengths: Sequence[int], max_length: int) -> list[list[int]]:
     """Bins of indices whose lengths sum to at most max_length; longest first, ties by index, so
-    the same lengths always give the same bins. Members of a bin keep their original order."""
+    the same lengths always give the same bins. Members of a bin keep their original order.
+
+    Each item goes into the first (lowest-numbered) bin with room, found in O(log n) by descending
+    a max-tree over the bins' free room: O(n log n) in all, where scanning every bin per item took
+    seconds at 20k examples. Bins not yet opened hold max_length, so the first bin with room is an
+    open one when any fits, else the next new one, exactly as a linear scan would choose."""
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    size = 1
+    while size < max(1, len(lengths)):
+        size *= 2
+    room = [max_length] * (2 * size)  # room[size + b]: bin b's free room; room[node]: max of its children
     bins: list[list[int]] = []
-    room: list[int] = []
     for index in order:
-        target = next((b for b, free in enumerate(room) if free >= lengths[index]), None)
-        if target is None:
-            bins.append([index])
-            room.append(max_length - lengths[index])
-        else:
-            bins[target].append(index)
-            room[target] -= lengths[index]
+        length = lengths[index]
+        if room[1] >= length:
+            node = 1
+            while node < size:  # the leftmost leaf with room >= length
+                node = 2 * node if room[2 * node] >= length else 2 * node + 1
+            target = node - size
+        else:  # longer than max_length: a bin of its own, as a linear scan would open
+            target = len(bins)
+            node = size + target
+        if target == len(bins):
+            bins.append([])
+        bins[target].append(index)
+        room[node] -= length
+        node //= 2
+        while node and room[node] != (largest := max(room[2 * node], room[2 * node + 1])):
+            room[node] = largest  # an unchanged maximum leaves every ancestor as it is
+            node //= 2
     return [sorted(members) for members in bins]
 
 

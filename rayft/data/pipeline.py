@@ -8,7 +8,8 @@ Two drivers over the per-row steps in rows.py:
 - `prepare_datasets` (training): Ray Data reads and validates the files (a task per file) and
   formats and tokenizes each split; the driver only sees a small key table (file, line, split
   keys) to assign splits and the report's per-row facts. Records never pass through the driver.
-- `read_splits` (previews, `rayft data report`, tests): the same steps in-process, without Ray.
+- `read_splits` (previews, `rayft data report`, tests): the same steps in-process, without Ray,
+  with the same counts (both tally a tokenized split with `_count_split`).
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ import numpy as np
 import pandas as pd
 import ray
 import ray.data
+from transformers import PreTrainedTokenizerBase
 
 from rayft.config import DataConfig, ExperimentConfig
 from rayft.data.augment import augment_train, augmentation_counts, check_augment
-from rayft.data.classification import label_of, sorted_labels
+from rayft.data.classification import label_names, label_of, sorted_labels
 from rayft.data.readers import DataError, expand_paths, read_rows
 from rayft.data.rows import KEY_COLUMNS, ROW_COLUMNS, STAT_COLUMNS, order_key, row_features, source_files, validated_rows
 from rayft.data.split import TEST, TRAIN, VAL, assign_folds, assign_splits
@@ -48,6 +50,9 @@ class DataCounts:
     quarantined: dict[str, int] = field(default_factory=dict)
     filtered: dict[str, int] = field(default_factory=dict)
     splits: dict[str, int] = field(default_factory=dict)
+    """Rows each split trains or evaluates on (augmented copies included)."""
+    truncated: dict[str, int] = field(default_factory=dict)
+    """Per split, input rows cut to max_length (data.overlength truncate): kept, but not whole."""
     augmented: dict[str, dict[str, int]] = field(default_factory=dict)
     """Per augmentation op (training split only): rows added, copies discarded (unchanged from their
     source), added rows filtered at tokenization. Apart from `read`, which counts input rows."""
@@ -174,14 +179,18 @@ def _sources(data: DataConfig) -> tuple[list[dict[str, Any]], int]:
 
 @dataclass
 class SplitRows:
-    """Validated rows per split, read in-process (previews, reports, tests)."""
+    """Validated rows per split, read and tokenized in-process (previews, reports, tests); each
+    row holds ROW_COLUMNS, its order key and its row_features under "features"."""
 
     by_split: dict[str, list[dict[str, Any]]]
     counts: DataCounts
 
 
-def read_splits(config: ExperimentConfig, run_dir: Path) -> SplitRows:
-    """Read, validate and split without Ray; write quarantine.jsonl into run_dir."""
+def read_splits(config: ExperimentConfig, run_dir: Path, tokenizer: PreTrainedTokenizerBase | None = None) -> SplitRows:
+    """Read, validate, split and tokenize without Ray, as a run would; write quarantine.jsonl into
+    run_dir. Every split row carries its tokens and report facts under "features" (rows that cannot
+    train too, with their drop_reason), so the counts are a run's: read = kept + quarantined +
+    filtered. `tokenizer` defaults to the one the run would use."""
     data = config.data
     files, n_train_files = _sources(data)
     rows = [row for item in files for row in validated_rows(item, data)]
@@ -196,7 +205,37 @@ def read_splits(config: ExperimentConfig, run_dir: Path) -> SplitRows:
         if name in by_split:
             row = rows[position]
             by_split[name].append(row | {"order": int(order_key(row["file_index"], row["line"], row["copy"]))})
+    if tokenizer is None:
+        from rayft.models.loading import configured_tokenizer
+
+        tokenizer = configured_tokenizer(config.model)
+    label2id = None
+    if config.model.head == "sequence_classification":  # every good row's label, as the Ray path finds them
+        label2id = {label: index for index, label in enumerate(label_names((row["record"] for row in rows if not row["reason"]), data))}
+    filtered: Counter[str] = Counter()
+    for name, members in by_split.items():
+        for row in members:
+            row["features"] = row_features(row["record"], data, tokenizer, label2id)
+        stats = pd.DataFrame([row["features"] for row in members], columns=STAT_COLUMNS).assign(copy=0)
+        overlong = [row for row in members if row["features"]["drop_reason"].startswith("overlength")]
+        if data.overlength == "error" and overlong:  # a run stops here too (see _fail_on_overlength)
+            first = min(overlong, key=lambda row: (row["source"], row["line"]))
+            raise _overlength_error(first["source"], first["line"], first["features"]["drop_reason"])
+        _count_split(counts, filtered, name, stats)
+    counts.filtered = dict(Counter(counts.filtered) + filtered)
     return SplitRows(by_split, counts)
+
+
+def _count_split(counts: DataCounts, filtered: Counter[str], name: str, stats: pd.DataFrame) -> None:
+    """Add one tokenized split (its per-row facts: copy, drop_reason, truncated) to the counts.
+    Both drivers call this, so they agree. Input rows (copy 0) count as kept, filtered (by reason)
+    or truncated; augmented copies only enter the split's size."""
+    dropped = stats["drop_reason"] != ""
+    original = stats["copy"] == 0
+    counts.splits[name] = int((~dropped).sum())
+    counts.kept += int((original & ~dropped).sum())
+    counts.truncated[name] = int((original & stats["truncated"].astype(bool)).sum())
+    filtered.update(reason.partition(":")[0] for reason in stats.loc[original & dropped, "drop_reason"])
 
 
 def _check_all_usable(keys: pd.DataFrame, problems: Iterable[dict[str, Any]], data: DataConfig, n_train_files: int, quarantine: Path) -> None:
@@ -291,7 +330,7 @@ def prepare_datasets(config: ExperimentConfig, tokenizer_path: str, run_dir: Pat
     for name in SPLITS:
         members = keys.loc[names.index[names == name]]
         if members.empty:
-            counts.splits[name] = 0
+            counts.splits[name] = counts.truncated[name] = 0
             continue
         orders = np.sort(order_key(members["file_index"], members["line"], members["copy"]).to_numpy())
         rows = good.map_batches(_take_split, fn_args=(ray.put(orders),), batch_format="pandas")
@@ -301,14 +340,10 @@ def prepare_datasets(config: ExperimentConfig, tokenizer_path: str, run_dir: Pat
             counts.augmented = {op: c for op, c in augmentation_counts(rows, data, data.split.seed).items() if op != "original"}
         tokenized = rows.map_batches(_TokenizeBatch(tokenizer_path, data, label2id), batch_format="pandas").materialize()
         split_stats = tokenized.select_columns(["copy", "augmented", *STAT_COLUMNS]).to_pandas().assign(split=name)
-        dropped = split_stats[split_stats["drop_reason"] != ""]
-        if data.overlength == "error" and dropped["drop_reason"].str.startswith("overlength").any():
+        if data.overlength == "error" and split_stats["drop_reason"].str.startswith("overlength").any():
             _fail_on_overlength(tokenized)
-        original = dropped[dropped["copy"] == 0]
-        filtered.update(reason.partition(":")[0] for reason in original["drop_reason"])
+        _count_split(counts, filtered, name, split_stats)
         datasets[name] = _kept(tokenized)
-        counts.splits[name] = len(split_stats) - len(dropped)
-        counts.kept += int((split_stats["copy"] == 0).sum()) - len(original)
         stats.append(split_stats)
     prepared = _finish(counts, filtered, datasets, pd.concat(stats, ignore_index=True), run_dir)
     prepared.labels = head_labels if head_labels is not None else label_set(prepared.stats, data)
@@ -337,10 +372,11 @@ def _fail_on_overlength(tokenized: ray.data.Dataset) -> None:
     """data.overlength is 'error': name the first over-long row by file and line."""
     overlong = tokenized.filter(lambda row: row["drop_reason"].startswith("overlength"))
     first = min(overlong.select_columns(["source", "line", "drop_reason"]).take_all(), key=lambda row: (row["source"], row["line"]))
-    raise DataError(
-        f"{first['source']}:{first['line']}: {first['drop_reason']} (data.overlength is 'error'; "
-        "raise data.max_length or choose drop/truncate)"
-    )
+    raise _overlength_error(first["source"], first["line"], first["drop_reason"])
+
+
+def _overlength_error(source: str, line: int, drop_reason: str) -> DataError:
+    return DataError(f"{source}:{line}: {drop_reason} (data.overlength is 'error'; raise data.max_length or choose drop/truncate)")
 
 
 def _kept(tokenized: ray.data.Dataset) -> ray.data.Dataset:

@@ -8,9 +8,7 @@ from pathlib import Path
 from transformers import PreTrainedTokenizerBase
 
 from rayft.config import ExperimentConfig
-from rayft.data.classification import label_names
 from rayft.data.pipeline import read_splits
-from rayft.data.rows import row_features
 from rayft.data.split import TRAIN
 from rayft.data.tokenize import IGNORE_INDEX
 
@@ -32,18 +30,14 @@ def render_tokens(input_ids: list[int], labels: list[int], tokenizer: PreTrained
 def preview(config: ExperimentConfig, tokenizer: PreTrainedTokenizerBase, count: int) -> list[str]:
     """The first `count` training rows, formatted and tokenized as training would."""
     with tempfile.TemporaryDirectory() as scratch:
-        by_split = read_splits(config, Path(scratch)).by_split
-    label2id = None
-    if config.model.head == "sequence_classification":  # ids of the label set training would find
-        labels = label_names((row["record"] for rows in by_split.values() for row in rows), config.data)
-        label2id = {label: index for index, label in enumerate(labels)}
+        by_split = read_splits(config, Path(scratch), tokenizer).by_split
     shown = []
     for row in by_split[TRAIN][:count]:
         where = f"{row['source']}:{row['line']}"
-        features = row_features(row["record"], config.data, tokenizer, label2id)
+        features = row["features"]
         if features["drop_reason"]:
             shown.append(f"--- {where} (filtered: {features['drop_reason']})")
-        elif label2id is not None:  # a head reads the text; the label is no token
+        elif config.model.head == "sequence_classification":  # a head reads the text; the label is no token
             text = tokenizer.decode(features["input_ids"])
             shown.append(f"--- {where}  {features['length']} tokens, label {features['reference']!r}\n{text}")
         else:

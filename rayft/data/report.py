@@ -10,6 +10,7 @@ import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -21,7 +22,7 @@ from transformers import PreTrainedTokenizerBase  # noqa: E402
 
 from rayft.config import ExperimentConfig  # noqa: E402
 from rayft.data.packing import packing_stats  # noqa: E402
-from rayft.data.pipeline import DataCounts, SplitRows, read_splits  # noqa: E402
+from rayft.data.pipeline import MIXED_OUT, DataCounts, SplitRows, read_splits  # noqa: E402
 from rayft.data.rows import STAT_COLUMNS, row_features  # noqa: E402
 
 REPORT_JSON, REPORT_MD, LENGTHS_PNG = "data_report.json", "data_report.md", "token_lengths.png"
@@ -34,6 +35,8 @@ class SplitReport:
     normalised_duplicates: int = 0
     empty_optional_fields: dict[str, int] = field(default_factory=dict)
     filtered: dict[str, int] = field(default_factory=dict)
+    truncated: int = 0
+    """Rows cut to max_length (data.overlength truncate); they train, but not whole."""
     token_lengths: dict[str, float] = field(default_factory=dict)
     labels: dict[str, int] = field(default_factory=dict)
 
@@ -46,6 +49,13 @@ class DataReport:
     splits: dict[str, SplitReport]
     overlap_with_train: dict[str, int]
     """Rows of validation/test whose normalised text also appears in train (leakage)."""
+    kept: int = 0
+    filtered: dict[str, int] = field(default_factory=dict)
+    """Every filter reason with its rows (tokenization's and mixed_out): read = kept + quarantined + filtered."""
+    mixed_out: int = 0
+    """Training rows left out by data.weights mixing (also in `filtered`)."""
+    overlength: str = "drop"
+    """data.overlength: what the length limit does to longer rows."""
     packing: dict[str, float] | None = None
     """With data.packing: training examples, packed sequences and efficiency (real tokens / slots)."""
     augmentation: dict[str, dict[str, int]] | None = None
@@ -64,16 +74,21 @@ def _length_summary(lengths: list[int]) -> dict[str, float]:
 
 
 def stats_from_rows(split_rows: SplitRows, config: ExperimentConfig, tokenizer: PreTrainedTokenizerBase) -> pd.DataFrame:
-    """The report's per-row facts for rows read in-process (`rayft data report`); a training run
-    gets the same columns from its Ray Data tokenize step instead."""
+    """The report's per-row facts for rows read in-process (`rayft data report`): the features
+    read_splits computed (tokenized here only for rows without them); a training run gets the same
+    columns from its Ray Data tokenize step instead."""
     frames = [
         pd.DataFrame(
-            [{name: features[name] for name in STAT_COLUMNS} for features in (row_features(row["record"], config.data, tokenizer) for row in rows)],
+            [{name: features[name] for name in STAT_COLUMNS} for features in (_features(row, config, tokenizer) for row in rows)],
             columns=STAT_COLUMNS,
         ).assign(split=name, copy=0, augmented="")
         for name, rows in split_rows.by_split.items()
     ]
     return pd.concat(frames, ignore_index=True)
+
+
+def _features(row: dict[str, Any], config: ExperimentConfig, tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
+    return row.get("features") or row_features(row["record"], config.data, tokenizer)
 
 
 def build_report(config: ExperimentConfig, counts: DataCounts, stats: pd.DataFrame) -> tuple[DataReport, dict[str, list[int]]]:
@@ -83,7 +98,7 @@ def build_report(config: ExperimentConfig, counts: DataCounts, stats: pd.DataFra
     data = config.data
     splits: dict[str, SplitReport] = {}
     lengths: dict[str, list[int]] = {}
-    norm_keys: dict[str, set[str]] = {}
+    norm_keys: dict[str, pd.Series] = {}
     for name in ("train", "validation", "test"):
         frame = stats[(stats["split"] == name) & (stats["copy"] == 0)]
         kept = frame[frame["drop_reason"] == ""]
@@ -98,12 +113,17 @@ def build_report(config: ExperimentConfig, counts: DataCounts, stats: pd.DataFra
             normalised_duplicates=len(formatted) - formatted["norm_hash"].nunique(),
             empty_optional_fields=dict(sorted(empty.items())),
             filtered=dict(sorted(filtered.items())),
+            truncated=int(kept["truncated"].astype(bool).sum()),
             token_lengths=_length_summary(lengths[name]),
             labels={str(label): int(n) for label, n in sorted(labels.items())},
         )
-        norm_keys[name] = set(formatted["norm_hash"])
-    overlap = {name: len(norm_keys[name] & norm_keys["train"]) for name in ("validation", "test") if norm_keys[name]}
-    report = DataReport(counts.read, dict(counts.quarantined), data.max_length, splits, overlap, augmentation=dict(counts.augmented) or None)
+        norm_keys[name] = formatted["norm_hash"]
+    # Rows, not distinct texts: two validation copies of a training row are two leaked rows.
+    overlap = {name: int(norm_keys[name].isin(norm_keys["train"]).sum()) for name in ("validation", "test") if len(norm_keys[name])}
+    report = DataReport(
+        counts.read, dict(counts.quarantined), data.max_length, splits, overlap, kept=counts.kept, filtered=dict(counts.filtered),
+        mixed_out=counts.filtered.get(MIXED_OUT, 0), overlength=data.overlength, augmentation=dict(counts.augmented) or None,
+    )
     trained = stats[(stats["split"] == "train") & (stats["drop_reason"] == "")]
     if data.packing and len(trained):
         packed = packing_stats([int(n) for n in trained["length"]], data.max_length)
@@ -128,19 +148,28 @@ def plot_lengths(lengths: dict[str, list[int]], max_length: int, path: Path) -> 
 
 
 def render_markdown(report: DataReport) -> str:
+    quarantined, filtered = sum(report.quarantined.values()), sum(report.filtered.values())
     lines = [
         "# Data report", "",
-        f"Rows read: {report.read}; quarantined: {sum(report.quarantined.values())} {report.quarantined or ''}".rstrip(), "",
-        "| split | rows | exact dup. | normalised dup. | filtered | tokens min / p50 / p95 / max | empty optional |",
-        "|---|---:|---:|---:|---|---|---|",
+        f"Rows read: {report.read} = kept {report.kept} + quarantined {quarantined} {report.quarantined or ''}".rstrip()
+        + f" + filtered {filtered} {report.filtered or ''}".rstrip(), "",
+        "| split | rows | exact dup. | normalised dup. | filtered | truncated | tokens min / p50 / p95 / max | empty optional |",
+        "|---|---:|---:|---:|---|---:|---|---|",
     ]
     for name, split in report.splits.items():
         t = split.token_lengths
         span = f"{t['min']} / {t['p50']:.0f} / {t['p95']:.0f} / {t['max']}" if t else "-"
         lines.append(
             f"| {name} | {split.rows} | {split.exact_duplicates} | {split.normalised_duplicates} | "
-            f"{split.filtered or '-'} | {span} | {split.empty_optional_fields or '-'} |"
+            f"{split.filtered or '-'} | {split.truncated} | {span} | {split.empty_optional_fields or '-'} |"
         )
+    if report.splits:
+        limit = "; ".join(
+            f"{name} {split.filtered.get('overlength', 0)} dropped, {split.truncated} truncated" for name, split in report.splits.items()
+        )
+        lines += ["", f"Length limit (max_length {report.max_length}, overlength {report.overlength}): {limit}"]
+    if report.mixed_out:
+        lines += ["", f"Mixing (data.weights): {report.mixed_out} training rows left out (mixed_out)"]
     labelled = {name: split.labels for name, split in report.splits.items() if split.labels}
     if labelled:
         lines += ["", "Label balance: " + "; ".join(f"{name} {labels}" for name, labels in labelled.items())]
@@ -166,5 +195,5 @@ def write_report(config: ExperimentConfig, counts: DataCounts, stats: pd.DataFra
 
 def report_for(config: ExperimentConfig, tokenizer: PreTrainedTokenizerBase, out_dir: Path) -> str:
     """`rayft data report`: read and split as a run would (in-process), write the report into out_dir, return its markdown."""
-    split_rows = read_splits(config, out_dir)
+    split_rows = read_splits(config, out_dir, tokenizer)
     return render_markdown(write_report(config, split_rows.counts, stats_from_rows(split_rows, config, tokenizer), out_dir))

@@ -94,8 +94,9 @@ def _digest(text: str) -> int:
 
 FEATURE_COLUMNS = [
     "input_ids", "labels", "prompt_len", "reference", "alternatives", "drop_reason", "text_hash", "norm_hash", "label", "empty_roles", "length",
+    "truncated",
 ]
-STAT_COLUMNS = ["text_hash", "norm_hash", "label", "empty_roles", "length", "drop_reason"]
+STAT_COLUMNS = ["text_hash", "norm_hash", "label", "empty_roles", "length", "drop_reason", "truncated"]
 """What the quality report needs of each row: small enough to gather in the driver."""
 
 
@@ -104,14 +105,14 @@ def row_features(
 ) -> dict[str, Any]:
     """Tokens and labels for training, and the report's facts (fingerprints of the exact and
     normalised text, 0 when the row could not be formatted; label, empty optional roles, token
-    length, why the row cannot train). With `label2id` (a classification head) the tokens are the
+    length, whether data.overlength truncate cut it, why the row cannot train). With `label2id` (a classification head) the tokens are the
     text alone and the only label is the label's id."""
     record = json.loads(record_json)
     optional = [role for role, required in data.task.roles.items() if not required]
     empty = [role for role in optional if _is_empty(record.get(data.column(role)))]
     out: dict[str, Any] = {
         "input_ids": [], "labels": [], "prompt_len": 0, "reference": "", "alternatives": "[]", "drop_reason": "", "text_hash": 0,
-        "norm_hash": 0, "label": "", "empty_roles": ",".join(empty), "length": 0,
+        "norm_hash": 0, "label": "", "empty_roles": ",".join(empty), "length": 0, "truncated": False,
     }
     try:
         if label2id is not None:
@@ -128,7 +129,10 @@ def row_features(
     out |= {"reference": reference, "text_hash": _digest(text), "norm_hash": _digest(normalise(text)), "label": label}
     if isinstance(tokens, Dropped):
         return out | {"drop_reason": f"{tokens.reason}: {tokens.detail}"}
-    return out | {"input_ids": tokens.input_ids, "labels": tokens.labels, "prompt_len": tokens.prompt_len, "length": len(tokens.input_ids)}
+    return out | {
+        "input_ids": tokens.input_ids, "labels": tokens.labels, "prompt_len": tokens.prompt_len, "length": len(tokens.input_ids),
+        "truncated": tokens.truncated,
+    }
 
 
 def _is_empty(value: Any) -> bool:

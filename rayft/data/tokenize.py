@@ -24,6 +24,8 @@ class TokenizedExample:
     labels: list[int]
     prompt_len: int
     """Tokens before the last trained segment: the prompt a generation starts from."""
+    truncated: bool = False
+    """Cut to max_length (data.overlength truncate): counted, so the report shows what the limit did."""
 
 
 @dataclass(frozen=True)
@@ -50,13 +52,14 @@ def tokenize_segments(
     if not any(trained and ids for ids, trained in pieces):
         return Dropped("no_trainable_tokens", "nothing to train on after tokenization")
     total = sum(len(ids) for ids, _ in pieces)
-    if total > max_length:
+    truncated = total > max_length
+    if truncated:
         if overlength != "truncate":
             return Dropped("overlength", f"{total} tokens > max_length {max_length}")
-        truncated = _truncate(pieces, total - max_length)
-        if truncated is None:
+        cut = _truncate(pieces, total - max_length)
+        if cut is None:
             return Dropped("overlength", f"{total} tokens > max_length {max_length} and the trained part cannot be cut")
-        pieces = truncated
+        pieces = cut
     input_ids: list[int] = []
     labels: list[int] = []
     prompt_len = 0
@@ -65,7 +68,7 @@ def tokenize_segments(
             prompt_len = len(input_ids)
         input_ids += ids
         labels += ids if trained else [IGNORE_INDEX] * len(ids)
-    return TokenizedExample(input_ids, labels, prompt_len)
+    return TokenizedExample(input_ids, labels, prompt_len, truncated)
 
 
 def _truncate(pieces: list[tuple[list[int], bool]], excess: int) -> list[tuple[list[int], bool]] | None:
@@ -84,7 +87,6 @@ def _truncate(pieces: list[tuple[list[int], bool]], excess: int) -> list[tuple[l
 
 def _encode(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
-
 
 
 def tokenize_formatted(example: FormattedExample, tokenizer: PreTrainedTokenizerBase, data: DataConfig) -> TokenizedExample | Dropped:

@@ -115,3 +115,11 @@ def test_classification_head_needs_the_classification_format(tmp_path: Path) -> 
 def test_method_fields_are_validated_naming_the_key(tmp_path: Path, method: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         config_from_dict(tiny_experiment(tmp_path, method=method))
+
+
+def test_kfold_with_a_time_split_is_refused_naming_both_keys(tmp_path: Path) -> None:
+    """Regression: data.kfold with data.split.time_column was accepted, but folds are drawn at
+    random, so rows later than a fold's validation rows trained on the future. Pins the error."""
+    with pytest.raises(ConfigError, match=r"^data: kfold: folds are drawn without regard to time.*remove data\.kfold or data\.split\.time_column \('day'\)$"):
+        config_from_dict(tiny_experiment(tmp_path), ["data.kfold.k=3", "data.split.time_column=day"])
+    assert config_from_dict(tiny_experiment(tmp_path), ["data.split.time_column=day"]).data.kfold is None, "a time split alone is fine"

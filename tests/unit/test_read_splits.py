@@ -136,3 +136,37 @@ def test_weights_need_one_positive_weight_per_entry(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match=r"^data: weights: need 2 positive weights, one per data.train entry"):
         _config(tmp_path, ["a.jsonl", "b.jsonl"], weights=[1.0])
+
+
+def test_counts_reconcile_with_tokenization_filters_and_mixing(tmp_path: Path) -> None:
+    """Regression: read_splits set no kept count and missed rows filtered at tokenization, so
+    `rayft data report`'s counts did not add up. Pins read = kept + quarantined + filtered with a
+    quarantined row, rows left out by mixing and over-long rows, and the per-split sizes and truncations."""
+    long = {"instruction": "x" * 80, "output": "y"}  # 25 + 80 + 1 = 106 tokens > max_length 96
+    task = write_jsonl(tmp_path / "task.jsonl", [GOOD] * 6 + [long] * 2 + [{"instruction": "no output"}])
+    replay = write_jsonl(tmp_path / "replay.jsonl", [{"instruction": "replay", "output": str(i)} for i in range(20)])
+    config = _config(tmp_path, [str(task), str(replay)], weights=[0.5, 0.5], split={"val": 0.0, "test": 0.0})
+    counts = read_splits(config, tmp_path / "run").counts
+    assert (counts.read, counts.kept, counts.quarantined) == (29, 14, {"missing_field": 1})
+    assert counts.filtered == {"mixed_out": 12, "overlength": 2}  # 8 task rows keep 8 of the 20 replay rows
+    assert counts.read == counts.kept + sum(counts.quarantined.values()) + sum(counts.filtered.values())
+    assert counts.splits == {"train": 14, "validation": 0, "test": 0}
+    assert counts.truncated == {"train": 0, "validation": 0, "test": 0}
+
+
+def test_truncated_rows_are_counted_per_split(tmp_path: Path) -> None:
+    """Pins data.overlength truncate in the counts: long rows are kept, cut, and counted by split."""
+    long = {"instruction": "x" * 80, "output": "y"}
+    path = write_jsonl(tmp_path / "d.jsonl", [GOOD] * 16 + [long] * 4)
+    config = _config(tmp_path, str(path), overlength="truncate", split={"val": 0.0, "test": 0.0})
+    rows = read_splits(config, tmp_path / "run")
+    assert (rows.counts.kept, rows.counts.filtered, rows.counts.truncated) == (20, {}, {"train": 4, "validation": 0, "test": 0})
+    assert [r["features"]["length"] for r in rows.by_split["train"] if r["features"]["truncated"]] == [96] * 4
+
+
+def test_overlength_error_names_the_first_long_row_in_process(tmp_path: Path) -> None:
+    """Pins that the in-process reader stops on data.overlength error as a run does, naming file and line."""
+    path = write_jsonl(tmp_path / "d.jsonl", [GOOD] * 3 + [{"instruction": "x" * 80, "output": "y"}])
+    config = _config(tmp_path, str(path), overlength="error", split={"val": 0.0, "test": 0.0})
+    with pytest.raises(DataError, match=r"d\.jsonl:4: overlength: 106 tokens > max_length 96 \(data\.overlength is 'error'"):
+        read_splits(config, tmp_path / "run")

@@ -5,6 +5,7 @@ from transformers import ByT5Tokenizer
 
 from rayft.config import DataConfig
 from rayft.data.batching import Example, collate
+from rayft.data.classification import tokenize_for_head
 from rayft.data.formats import format_record, validate_record
 from rayft.data.tokenize import IGNORE_INDEX, Dropped, TokenizedExample, tokenize_segments
 
@@ -118,6 +119,21 @@ def test_overlength_drop_truncate_error(byte_tokenizer: ByT5Tokenizer) -> None:
     assert len(truncated.input_ids) == 10
     assert truncated.prompt_len == 5, "only the prompt is cut; the whole response and EOS stay"
     assert truncated.labels[5:] == _ids(byte_tokenizer, " abc") + [byte_tokenizer.eos_token_id]
+
+
+def test_truncation_is_flagged_so_it_can_be_counted(byte_tokenizer: ByT5Tokenizer) -> None:
+    """Pins the flag the counts and the report read: set only when truncate actually cut a row
+    (prompted or plain text, or a classification head's text), never on rows that fit."""
+    segments = [("p" * 20, False), (" abc", True)]  # 25 tokens
+    assert tokenize_segments(segments, byte_tokenizer, 10, "truncate").truncated is True
+    assert tokenize_segments(segments, byte_tokenizer, 25, "truncate").truncated is False, "exactly max_length fits"
+    assert tokenize_segments([("abcdefghij", True)], byte_tokenizer, 4, "truncate").truncated is True
+    assert tokenize_segments([("Q:", False), (" yes", True)], byte_tokenizer, 64, "drop").truncated is False
+    head = _data(format="classification", max_length=8, overlength="truncate")
+    cut = tokenize_for_head({"text": "abcdefghij", "label": "x"}, head, byte_tokenizer, {"x": 0})  # 10 bytes + EOS
+    whole = tokenize_for_head({"text": "abc", "label": "x"}, head, byte_tokenizer, {"x": 0})
+    assert isinstance(cut, TokenizedExample) and isinstance(whole, TokenizedExample)
+    assert (len(cut.input_ids), cut.truncated, whole.truncated) == (8, True, False)
 
 
 def test_truncate_never_removes_the_whole_response(byte_tokenizer: ByT5Tokenizer) -> None:
