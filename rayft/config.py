@@ -573,6 +573,10 @@ METRICS: dict[str, MetricSpec] = {
     "f1_micro": MetricSpec("classification", ("f1_micro",), "F1 over all predictions"),
     "precision_macro": MetricSpec("classification", ("precision_macro",), "precision averaged over labels"),
     "recall_macro": MetricSpec("classification", ("recall_macro",), "recall averaged over labels"),
+    # Not accuracy in disguise: predictions outside the label set leave precision's denominator and
+    # references outside it leave recall's (both equal accuracy only when every value is a label).
+    "precision_micro": MetricSpec("classification", ("precision_micro",), "correct predictions over predictions inside the label set"),
+    "recall_micro": MetricSpec("classification", ("recall_micro",), "correct predictions over references inside the label set"),
 }
 
 DEFAULT_METRICS: dict[str, tuple[str, ...]] = {

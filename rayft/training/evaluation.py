@@ -38,7 +38,9 @@ from rayft.evaluate.validation import EvalTask, evaluate_split
 from rayft.models.loading import load_tokenizer, load_with_head, resolve_base_model, tokenizer_source
 from rayft.models.methods import MethodContext, apply_method
 from rayft.tracking.eval_report import EvalReport, write_eval_report
-from rayft.training.checkpoint import MODEL_DIR, IncompleteCheckpointError, load_checkpoint_weights, read_marker
+from rayft.training.checkpoint import (
+    MARKER_FILE, MODEL_DIR, STATE_FILE, IncompleteCheckpointError, load_checkpoint_weights, read_marker,
+)
 from rayft.training.cluster import ensure_ray, worker_scaling
 from rayft.training.loop import _quiet_report_logging as quiet_report_logging  # the same Train log noise
 
@@ -146,16 +148,28 @@ def resolve_checkpoint(run_dir: Path, checkpoint: str) -> Path:
 
 
 def checkpoint_model_dir(path: Path) -> Path:
-    """The model/ folder of a complete rayft checkpoint (or the folder itself when given directly)."""
+    """The model/ folder of a complete rayft checkpoint, or a saved model directory as it is.
+
+    A checkpoint's own model/ folder is checked through its parent's marker: a save that crashed
+    midway writes model/ first, so taking the folder alone would let a partial checkpoint in.
+    """
+    if path.name == MODEL_DIR and _inside_checkpoint(path.parent):
+        path = path.parent
     if (path / MODEL_DIR).is_dir():
         try:
             read_marker(path)
         except IncompleteCheckpointError as err:
             raise UserInputError(f"--checkpoint: {err}") from None
         return path / MODEL_DIR
-    if path.is_dir() and any(path.glob("*.safetensors")):
+    if path.is_dir() and any(path.glob("*.safetensors")):  # e.g. `rayft export`'s output
         return path
     raise UserInputError(f"--checkpoint: {str(path)!r} is not a rayft checkpoint (no {MODEL_DIR}/) nor a saved model directory")
+
+
+def _inside_checkpoint(directory: Path) -> bool:
+    """Whether `directory` is (or was meant to become) a rayft checkpoint: Ray names them
+    checkpoint_*, and save_trainer_state/write_marker put their files next to model/."""
+    return directory.name.startswith("checkpoint_") or any((directory / name).exists() for name in (MARKER_FILE, STATE_FILE))
 
 
 def general_dataset(config: ExperimentConfig, rows: list[dict[str, Any]], tokenizer_path: str) -> Any | None:

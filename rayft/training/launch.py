@@ -7,6 +7,7 @@ checked here before any Ray worker starts.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import statistics
@@ -140,11 +141,20 @@ def build_trainer(
 
 
 def _best(checkpoints: list[tuple[Any, dict[str, Any]]], metric: str, mode: str) -> tuple[Any, dict[str, Any]] | None:
-    scored = [(c, m) for c, m in checkpoints if isinstance(m.get(metric), (int, float))]
+    """The checkpoint with the best `metric` in `mode`; without any scored one, the last.
+
+    NaN (a diverged evaluation) is never best: Ray lists it first as the worst, and min/max
+    would keep a NaN they meet first because every comparison with it is False.
+    """
+    scored = [(c, m) for c, m in checkpoints if _is_score(m.get(metric))]
     if not scored:
         return checkpoints[-1] if checkpoints else None
     pick = min if mode == "min" else max
     return pick(scored, key=lambda pair: pair[1][metric])
+
+
+def _is_score(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
 
 
 @dataclass

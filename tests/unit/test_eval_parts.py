@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import get_args
 
 import pytest
 import torch
@@ -12,13 +13,13 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import ByT5Tokenizer
 
-from rayft.config import ConfigError, DataConfig, TinyModelSpec, config_from_dict
+from rayft.config import DEFAULT_METRICS, ConfigError, DataConfig, TinyModelSpec, config_from_dict
 from rayft.data.batching import Example, collate, load_examples
 from rayft.data.formats import format_record, validate_record
 from rayft.data.tokenize import tokenize_formatted
 from rayft.evaluate.classify import label_continuations, label_log_likelihoods, predict_labels
 from rayft.evaluate.generation import generate_answers
-from rayft.evaluate.registry import MetricContext
+from rayft.evaluate.registry import Answers, MetricContext, compute_metrics
 from rayft.evaluate.validation import EvalTask, evaluate_split
 from rayft.models.loading import build_tiny_model
 from rayft.tracking.eval_report import EvalReport, write_eval_report
@@ -192,9 +193,42 @@ def test_bad_eval_config_names_the_key(tmp_path: Path, overrides: list[str], mes
     assert str(caught.value).startswith(message)
 
 
-def test_default_metrics_follow_the_format_and_general_adds_its_keys(tmp_path: Path) -> None:
-    classification = config_from_dict(tiny_experiment(tmp_path, data={"format": "classification"}))
-    assert classification.metric_names == ["accuracy", "f1_macro", "f1_micro", "precision_macro", "recall_macro"]
+ROUGE_KEYS = ["rouge1", "rouge2", "rougeL", "rougeLsum"]
+LABEL_METRICS = ["accuracy", "f1_macro", "f1_micro", "precision_macro", "recall_macro"]
+
+
+@pytest.mark.parametrize(
+    ("task_format", "names", "keys"),
+    [
+        ("instruction", ["perplexity", "exact_match", "rouge"], ["eval_loss", "perplexity", "exact_match", *ROUGE_KEYS]),
+        ("qa", ["perplexity", "exact_match", "f1"], ["eval_loss", "perplexity", "exact_match", "f1"]),
+        ("classification", LABEL_METRICS, ["eval_loss", *LABEL_METRICS]),
+        ("summarization", ["perplexity", "rouge"], ["eval_loss", "perplexity", *ROUGE_KEYS]),
+        ("text", ["perplexity"], ["eval_loss", "perplexity"]),
+        ("chat", ["perplexity", "rouge", "bleu"], ["eval_loss", "perplexity", *ROUGE_KEYS, "bleu"]),
+    ],
+)
+def test_each_format_has_its_default_metrics_and_they_compute_every_reported_key(
+    tmp_path: Path, task_format: str, names: list[str], keys: list[str]
+) -> None:
+    """Pins the default metrics of every data.format (as the README lists them), the keys they
+    report, and that scoring answers with those defaults yields exactly those keys (nothing a
+    metric_for_best could name goes missing at evaluation time)."""
+    config = config_from_dict(tiny_experiment(tmp_path, data={"format": task_format}))
+    assert (config.metric_names, config.eval_keys, config.eval.metric_for_best) == (names, keys, "eval_loss")
+    answers = Answers(predictions=["pos", "neg"], references=[["pos"], ["pos"]])
+    computed = compute_metrics(config.metric_names, answers, MetricContext(labels=["neg", "pos"]))
+    counts = {"invalid_predictions", "unknown_references"} if task_format == "classification" else set()
+    assert set(computed) == set(keys) - {"eval_loss", "perplexity"} | counts
+
+
+def test_every_format_has_defaults() -> None:
+    """Pins that a new data.format cannot ship without default metrics (metric_names would KeyError)."""
+    formats = set(get_args(DataConfig.model_fields["format"].annotation))
+    assert formats == set(DEFAULT_METRICS) == {"instruction", "qa", "classification", "summarization", "text", "chat"}
+
+
+def test_general_adds_its_keys_and_metric_for_best_may_name_any_reported_key(tmp_path: Path) -> None:
     text = config_from_dict(tiny_experiment(tmp_path, data={"format": "text"}), ["eval.general=general.jsonl"])
     assert text.eval.general is not None and text.eval.general.files == "general.jsonl" and text.eval.general.format == "text"
     assert text.eval_keys == ["eval_loss", "perplexity", "general_eval_loss", "general_perplexity"]

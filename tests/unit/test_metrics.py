@@ -91,6 +91,8 @@ def test_classification_by_hand() -> None:
     assert scores["recall_macro"] == pytest.approx((1 / 2 + 1 + 0) / 3)
     assert scores["f1_macro"] == pytest.approx((1 / 2 + 4 / 5 + 0) / 3)
     assert scores["f1_micro"] == pytest.approx(0.6)
+    # every value is a label: micro P = micro R = micro F1 = accuracy (3 right of 5 predicted, of 5 references)
+    assert (scores["precision_micro"], scores["recall_micro"]) == (pytest.approx(0.6), pytest.approx(0.6))
     assert (scores["invalid_predictions"], scores["unknown_references"]) == (0, 0)
     names, matrix = m.label_confusion(["a", "b", "b", "b", "a"], ["a", "a", "b", "b", "c"], ["a", "b", "c"])
     assert names == ["a", "b", "c"] and matrix == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
@@ -111,6 +113,9 @@ def test_labels_outside_the_label_set_count_as_wrong_and_are_reported() -> None:
     # a: P=1 R=1; b: TP 0, FP 1 (the "maybe" row), FN 2: P=0 R=0
     assert scores["f1_macro"] == pytest.approx(0.5)
     assert scores["f1_micro"] == pytest.approx(2 * 1 / (2 * 1 + 1 + 2))
+    # micro precision: 1 right of the 2 predictions inside the label set ("a", "b"); micro recall:
+    # 1 right of the 3 references inside it ("a", "b", "b"); neither is accuracy (1 of 4)
+    assert (scores["precision_micro"], scores["recall_micro"]) == (pytest.approx(1 / 2), pytest.approx(1 / 3))
     names, matrix = m.label_confusion(["a", "zzz", 7, "b"], ["a", "b", "b", "maybe"], ["a", "b"])
     assert names == ["a", "b", m.UNKNOWN_REFERENCE, m.INVALID_PREDICTION]
     assert matrix == [[1, 0, 0, 0], [0, 0, 0, 2], [0, 1, 0, 0], [0, 0, 0, 0]]
@@ -124,6 +129,22 @@ def test_registry_implements_exactly_the_configurable_names() -> None:
         if name == "bertscore":
             continue  # needs an encoder: tests/unit/test_bertscore.py
         assert set(METRICS[name].keys) <= set(compute(answers, context)), name
+
+
+def test_micro_precision_and_recall_are_configurable_and_leave_accuracy_when_values_fall_outside() -> None:
+    """Pins that precision_micro/recall_micro can be named in eval.metrics and report their own
+    values (they were computed but unreachable, and are not accuracy under invalid predictions)."""
+    assert {"precision_micro", "recall_micro"} <= set(METRICS) and METRICS["recall_micro"].kind == "classification"
+    # right, invalid prediction "maybe", right, then two references outside the label set ("other")
+    answers = Answers(
+        predictions=["pos", "maybe", "neg", "pos", "neg"], references=[["pos"], ["neg"], ["neg"], ["other"], ["other"]]
+    )
+    scores = compute_metrics(["accuracy", "precision_micro", "recall_micro"], answers, MetricContext(labels=["neg", "pos"]))
+    # 2 right of 5 examples, of the 4 predictions inside the label set, of the 3 references inside it
+    assert scores == {
+        "accuracy": pytest.approx(2 / 5), "precision_micro": pytest.approx(2 / 4), "recall_micro": pytest.approx(2 / 3),
+        "invalid_predictions": 1.0, "unknown_references": 2.0,
+    }
 
 
 def test_compute_metrics_scores_each_name_once_and_nothing_without_answers() -> None:
