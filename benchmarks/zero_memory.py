@@ -1,6 +1,6 @@
 """Memory per worker under torch DDP and DeepSpeed ZeRO 0, 2 and 3: 2 Ray Train workers, same model.
 
-    .venv/bin/python benchmarks/zero_memory.py [--layers 6 --hidden 768 --steps 3 --engines torch,0,2,3]
+    .venv/bin/python benchmarks/zero_memory.py [--layers 6 --hidden 768 --heads 12 --steps 3 --engines torch,0,2,3] [--tiny]
 
 Each engine trains the same seeded tiny llama (full fine-tuning, fp32, AdamW) for a few steps on
 the same random batches through rayft's own engines (engines.py) and `forward_backward`. Every
@@ -13,6 +13,8 @@ worker reports:
     tensors or DeepSpeed's gradient partitions) and optimizer state (AdamW moments plus any fp32
     master partition DeepSpeed keeps apart from the module's own weights).
 Prints a markdown table for benchmarks/RESULTS.md and writes JSON next to it with --out.
+`--tiny` (2 layers, width 64, 2 steps of 1 x 16 tokens) checks in a minute that every engine runs; its
+numbers measure nothing but the interpreter.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ def experiment(engine: str, args: argparse.Namespace, storage: Path) -> dict[str
         train |= {"backend": "deepspeed", "deepspeed": {"stage": int(engine.removesuffix("ds")), "config": args.ds_json}}
     return {
         "name": f"zero-memory-{engine}",  # one run directory per engine
-        "model": {"tiny": {"arch": "llama", "layers": args.layers, "hidden": args.hidden, "heads": 12, "max_position": 512}},
+        "model": {"tiny": {"arch": "llama", "layers": args.layers, "hidden": args.hidden, "heads": args.heads, "max_position": 512}},
         "method": {"type": "full"},
         "data": {"train": "unused.jsonl"},
         "train": train,
@@ -102,8 +104,11 @@ def rank_bytes(engine: Engine) -> dict[str, int]:
     state = [t for s in inner.state.values() for t in s.values() if isinstance(t, torch.Tensor) and t.ndim]
     if isinstance(engine, DeepSpeedEngine):
         zero = engine.optimizer
-        partitions = getattr(zero, "averaged_gradients", {})  # ZeRO 1-2 at the step: reduced gradient partitions
-        grads += [t for value in partitions.values() for t in (value if isinstance(value, list) else [value])]
+        # ZeRO 1-2: reduced gradient partitions at the step (averaged_gradients) or, in DeepSpeed 0.19, held
+        # between backward and step as per-group tensor lists (all_grad_tensors; counted 0 MiB without it)
+        for holder in ("averaged_gradients", "all_grad_tensors"):
+            partitions = getattr(zero, holder, None) or {}
+            grads += [t for value in partitions.values() for t in (value if isinstance(value, list) else [value])]
         grads.append(getattr(zero, "grads_in_partition", None))  # ZeRO-2 between backward and step
         grads.append(getattr(zero, "grad_partitions_flat_buffer", None))  # ZeRO-3
     module_storage = {p.untyped_storage().data_ptr() for p in held if p.numel()}
@@ -112,21 +117,31 @@ def rank_bytes(engine: Engine) -> dict[str, int]:
 
 
 def worker(settings: dict[str, Any]) -> None:
+    """One Ray Train worker: rayft's engine for this experiment, then `train_and_count`."""
     baseline = psutil.Process().memory_info().rss
     torch.set_num_threads(1)
     config = ExperimentConfig.model_validate(settings["experiment"])
     torch.manual_seed(0)
     model = load_causal_lm(settings["base_model"])
     engine = create_engine(config, model, config.train.max_steps, settings["deepspeed_config"])
+    rank = ray.train.get_context().get_world_rank()
+    row = train_and_count(engine, config, settings["seq_len"], rank, baseline)
+    # Ray Train hands the driver rank 0's metrics only; every worker of this one-machine benchmark writes its own.
+    (Path(settings["out_dir"]) / f"rank{rank}.json").write_text(json.dumps(row))
+    ray.train.report({})
+
+
+def train_and_count(engine: Engine, config: ExperimentConfig, seq_len: int, rank: int, baseline: int) -> dict[str, Any]:
+    """Run the configured steps on random batches as rayft's loop does and return this rank's row
+    (kept apart from `worker` so that it runs, and is checked, without Ray)."""
     gc.collect()
     setup_peak = _peak_rss()  # loading the whole model on every rank, then the engine's buffers and shards
     _reset_peak_rss()
-    rank = ray.train.get_context().get_world_rank()
     generator = torch.Generator().manual_seed(rank)
     counted: dict[str, int] = {}
     started = time.perf_counter()
     for step in range(config.train.max_steps):
-        ids = torch.randint(3, 380, (config.train.batch_size, settings["seq_len"]), generator=generator).tolist()
+        ids = torch.randint(3, 380, (config.train.batch_size, seq_len), generator=generator).tolist()
         batch = collate([Example(row, row, 0, "") for row in ids], 0)
         forward_backward(engine, [batch], engine.device)
         if step == config.train.max_steps - 1:
@@ -134,11 +149,9 @@ def worker(settings: dict[str, Any]) -> None:
         engine.clip(config.train.max_grad_norm)
         engine.step()
         engine.zero_grad()
-    row = {"rank": rank, "baseline_rss": baseline, "setup_peak_rss": setup_peak, "train_peak_rss": _peak_rss(), **counted,
-           "s_per_step": (time.perf_counter() - started) / config.train.max_steps}
-    # Ray Train hands the driver rank 0's metrics only; every worker of this one-machine benchmark writes its own.
-    (Path(settings["out_dir"]) / f"rank{rank}.json").write_text(json.dumps(row))
-    ray.train.report({})
+    assert config.train.max_steps is not None
+    return {"rank": rank, "baseline_rss": baseline, "setup_peak_rss": setup_peak, "train_peak_rss": _peak_rss(), **counted,
+            "s_per_step": (time.perf_counter() - started) / config.train.max_steps}
 
 
 def measure(engine: str, args: argparse.Namespace, storage: Path) -> list[dict[str, Any]]:
@@ -163,17 +176,29 @@ def measure(engine: str, args: argparse.Namespace, storage: Path) -> list[dict[s
     return [json.loads(path.read_text()) for path in sorted(out_dir.glob("rank*.json"))]
 
 
-def main() -> None:
+TINY = {"layers": 2, "hidden": 64, "heads": 4, "steps": 2, "batch_size": 1, "seq_len": 16}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, default=6)
     parser.add_argument("--hidden", type=int, default=768)
+    parser.add_argument("--heads", type=int, default=12)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--engines", default="torch,0,2,3,3ds", help="comma-separated: torch, ZeRO stages 0-3; suffix ds: DeepSpeed's bucket sizes")
     parser.add_argument("--ds-json", default=None, help="a DeepSpeed JSON merged into rayft's (train.deepspeed.config)")
+    parser.add_argument("--tiny", action="store_true", help=f"smoke run, overriding the sizes: {TINY}")
     parser.add_argument("--out", type=Path, default=None, help="write the measurements as JSON here")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.tiny:
+        vars(args).update(TINY)
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     ensure_ray(None, 3)
     results: dict[str, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="rayft-zero-memory-") as tmp:

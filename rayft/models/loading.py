@@ -129,7 +129,7 @@ def load_with_head(model: ModelConfig, path: str, labels: list[str] | None, pad_
     (the same call in training and `rayft eval`, so both build the same module)."""
     if model.head == "sequence_classification":
         assert labels is not None, "a classification head needs the label set"
-        return load_sequence_classifier(path, labels, pad_token_id, model.trust_remote_code)
+        return load_sequence_classifier(path, labels, pad_token_id, model.trust_remote_code, model.attn_implementation)
     return load_causal_lm(path, model.trust_remote_code, model.attn_implementation)
 
 
@@ -142,10 +142,13 @@ def enable_gradient_checkpointing(model: PreTrainedModel) -> None:
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
-def load_sequence_classifier(path: str, labels: list[str], pad_token_id: int, trust_remote_code: bool = False) -> PreTrainedModel:
+def load_sequence_classifier(
+    path: str, labels: list[str], pad_token_id: int, trust_remote_code: bool = False, attn_implementation: str | None = None
+) -> PreTrainedModel:
     """The base with a freshly initialised classification head of one output per label; the label
     names go into the model config (id2label/label2id), so every saved model carries them.
-    Decoder bases classify from the last non-padding token, so their config needs the pad id."""
+    Decoder bases classify from the last non-padding token, so their config needs the pad id.
+    Attention as configured (model.attn_implementation), as for a causal LM."""
     model = AutoModelForSequenceClassification.from_pretrained(
         path,
         num_labels=len(labels),
@@ -153,6 +156,7 @@ def load_sequence_classifier(path: str, labels: list[str], pad_token_id: int, tr
         label2id={label: index for index, label in enumerate(labels)},
         trust_remote_code=trust_remote_code,
         dtype=torch.float32,
+        attn_implementation=attn_implementation,
     )
     if model.config.pad_token_id is None:
         model.config.pad_token_id = pad_token_id

@@ -15,11 +15,31 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM, ByT5Tokenizer
 from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled, unset_hf_deepspeed_config
 
-from rayft.config import ExperimentConfig, FullMethod, LoraMethod, ModelConfig, TinyModelSpec, TrainConfig, config_from_dict
+from rayft.config import (
+    AdapterMethod,
+    ExperimentConfig,
+    FullMethod,
+    IA3Method,
+    LoraMethod,
+    ModelConfig,
+    PrefixMethod,
+    PromptMethod,
+    TinyModelSpec,
+    config_from_dict,
+)
 from rayft.data.batching import Example, collate
 from rayft.models.loading import enable_gradient_checkpointing, load_causal_lm, resolve_base_model
 from rayft.models.methods import apply_method
-from rayft.training.checkpoint import MARKER_FILE, IncompleteCheckpointError, Progress, read_marker, rng_state
+from rayft.models.methods.adapter import WEIGHTS_FILE, load_adapters
+from rayft.training.checkpoint import (
+    MARKER_FILE,
+    MODEL_DIR,
+    IncompleteCheckpointError,
+    Progress,
+    load_checkpoint_weights,
+    read_marker,
+    rng_state,
+)
 from rayft.training.deepspeed_config import build_deepspeed_config
 from rayft.training.engines import DEEPSPEED_DIR, DeepSpeedEngine, Engine, TorchDDPEngine, resolve_precision
 from rayft.training.loop import forward_backward
@@ -49,9 +69,21 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> str:
     return resolve_base_model(ModelConfig(tiny=TinyModelSpec(hidden=32, layers=2, heads=4)), tmp_path_factory.mktemp("base"))
 
 
-def _experiment(tmp_path: Path, stage: int, precision: str = "fp32", **train: object) -> ExperimentConfig:
-    raw = tiny_experiment(tmp_path, train={**TRAIN, "backend": "deepspeed", "deepspeed": {"stage": stage}, "precision": precision, **train})
+def _experiment(tmp_path: Path, stage: int, precision: str = "fp32", offload: dict[str, bool] | None = None, **train: object) -> ExperimentConfig:
+    deepspeed = {"stage": stage, **(offload or {})}
+    raw = tiny_experiment(tmp_path, train={**TRAIN, "backend": "deepspeed", "deepspeed": deepspeed, "precision": precision, **train})
     return config_from_dict(raw, ["scaling.num_workers=1"])
+
+
+METHODS = {
+    "full": FullMethod(),
+    "lora": LoraMethod(r=2, alpha=4, dropout=0.0, target_modules="all-linear"),
+    "dora": LoraMethod(r=2, alpha=4, dropout=0.0, target_modules="all-linear", use_dora=True),
+    "prefix": PrefixMethod(num_virtual_tokens=3, prefix_projection=True, encoder_hidden_size=8),
+    "prompt": PromptMethod(num_virtual_tokens=3),
+    "ia3": IA3Method(),
+    "adapter": AdapterMethod(size=4),
+}
 
 
 def _model(base: str, method: str, checkpointing: bool = False) -> torch.nn.Module:
@@ -59,7 +91,7 @@ def _model(base: str, method: str, checkpointing: bool = False) -> torch.nn.Modu
     model = load_causal_lm(base)
     if checkpointing:
         enable_gradient_checkpointing(model)
-    return apply_method(model, LoraMethod(r=2, alpha=4, dropout=0.0, target_modules="all-linear") if method == "lora" else FullMethod())
+    return apply_method(model, METHODS[method])
 
 
 def _deepspeed(base: str, method: str, config: ExperimentConfig, max_steps: int = 6, checkpointing: bool = False) -> DeepSpeedEngine:
@@ -116,17 +148,27 @@ def _release(engine: DeepSpeedEngine) -> None:
 
 @pytest.mark.parametrize(
     ("stage", "method", "checkpointing"),
-    [(0, "full", False), (1, "full", False), (2, "full", False), (3, "full", False), (2, "lora", False), (3, "lora", False), (3, "full", True)],
+    [
+        (0, "full", False), (1, "full", False), (2, "full", False), (3, "full", False), (2, "lora", False), (3, "lora", False),
+        (3, "full", True),
+        # every other method under ZeRO-2; ZeRO-3 for the two that add modules of their own, and for DoRA,
+        # whose magnitudes are computed from the base weight that ZeRO-3 holds as shards
+        (2, "dora", False), (2, "prefix", False), (2, "prompt", False), (2, "ia3", False), (2, "adapter", False),
+        (3, "adapter", False), (3, "prefix", False), (3, "dora", False),
+    ],
 )
 def test_deepspeed_takes_the_same_steps_as_the_torch_engine(
     tmp_path: Path, base: str, stage: int, method: str, checkpointing: bool, byte_tokenizer: ByT5Tokenizer
 ) -> None:
     """Pins the loss scaling: DeepSpeed must not divide the token-weighted loss again by
     gradient_accumulation_steps, must clip at train.max_grad_norm and follow rayft's schedule
-    (also with gradient checkpointing recomputing ZeRO-3's gathered blocks)."""
+    (also with gradient checkpointing recomputing ZeRO-3's gathered blocks), for every method:
+    peft's (LoRA, DoRA's magnitudes, prefix MLP, prompt embeddings, IA3 vectors) and rayft's
+    bottleneck adapters, whose trained tensors must all move (none left out of DeepSpeed's optimizer)."""
     config = _experiment(tmp_path, stage)
     steps = _steps(byte_tokenizer, 3)
     reference = TorchDDPEngine(_model(base, method), config.train, 6, CPU, "fp32")
+    initial = _weights(reference)
     expected = _train(reference, steps)
     engine = _deepspeed(base, method, config, checkpointing=checkpointing)
     assert engine.unwrapped.is_gradient_checkpointing == checkpointing
@@ -135,15 +177,25 @@ def test_deepspeed_takes_the_same_steps_as_the_torch_engine(
         assert loss == pytest.approx(want_loss, rel=1e-5)
         assert lr == pytest.approx(want_lr, rel=1e-12)
     want = _weights(reference)
-    for name, tensor in _weights(engine).items():
+    got_weights = _weights(engine)
+    assert set(got_weights) == set(want) == set(initial)
+    for name, tensor in got_weights.items():
+        assert not torch.equal(want[name], initial[name]), f"{name} never trained"
         torch.testing.assert_close(tensor, want[name], rtol=1e-4, atol=1e-5, msg=name)
     _release(engine)
 
 
-@pytest.mark.parametrize(("stage", "method"), [(2, "lora"), (3, "full"), (3, "lora")])
+EXPORTED_WEIGHTS = {"full": "model.safetensors", "adapter": WEIGHTS_FILE} | dict.fromkeys(["lora", "prefix", "prompt"], "adapter_model.safetensors")
+
+
+@pytest.mark.parametrize(("stage", "method"), [(2, "lora"), (3, "full"), (3, "lora"), (3, "adapter"), (3, "prefix"), (3, "prompt")])
 def test_deepspeed_checkpoint_resumes_exactly_and_exports_for_transformers(
     tmp_path: Path, base: str, stage: int, method: str, byte_tokenizer: ByT5Tokenizer
 ) -> None:
+    """Pins exact resume from DeepSpeed's shards (frozen base left out for partial methods) and the
+    export gathered from them under ZeRO-3: peft's LoRA and prompt embeddings, rayft's bottleneck
+    adapters (gathered into their own files) and a prefix MLP, which peft exports as its output
+    (computed from the gathered shards) while trainable.safetensors keeps the MLP itself."""
     config = _experiment(tmp_path, stage)
     steps = _steps(byte_tokenizer, 4, seed=1)
     engine = _deepspeed(base, method, config)
@@ -159,15 +211,25 @@ def test_deepspeed_checkpoint_resumes_exactly_and_exports_for_transformers(
     assert marker["step"] == 2 and (directory / MARKER_FILE).is_file()
     assert any(name.startswith(f"{DEEPSPEED_DIR}/") for name in marker["files"]) and "trainer_state.pt" in marker["files"]
     exported = sorted(p.name for p in (directory / "model").glob("*.safetensors"))
-    assert exported == (["adapter_model.safetensors"] if method == "lora" else ["model.safetensors"])
+    assert exported == [EXPORTED_WEIGHTS[method]]
 
-    # the export loads with transformers (and peft) alone and holds the trained weights
+    # the export loads with transformers (and peft, or rayft's load_adapters) and holds the trained weights
     loaded = AutoModelForCausalLM.from_pretrained(base)
-    if method == "lora":
+    if method in ("lora", "prefix", "prompt"):
         loaded = PeftModel.from_pretrained(loaded, directory / "model")
+    elif method == "adapter":
+        loaded = load_adapters(loaded, directory / "model")
     else:
         loaded = AutoModelForCausalLM.from_pretrained(directory / "model")
-    trained = dict(loaded.named_parameters())
+    if method == "prefix":
+        rebuilt = _model(base, method)  # with the MLP, loaded from the exact trained tensors
+        load_checkpoint_weights(rebuilt, directory / MODEL_DIR)
+        trained = dict(rebuilt.named_parameters())
+        with torch.no_grad():  # the exported prefix (the MLP's output) computes what the MLP computes
+            ids = torch.tensor([[5, 17, 33, 90, 120, 7]])
+            torch.testing.assert_close(loaded.eval()(input_ids=ids).logits, rebuilt.eval()(input_ids=ids).logits)
+    else:
+        trained = dict(loaded.named_parameters())
     for name, tensor in saved.items():
         torch.testing.assert_close(trained[name], tensor, msg=name)
 
@@ -211,3 +273,44 @@ def test_deepspeed_bf16_trains_bf16_weights_on_cpu_and_fp16_falls_back(tmp_path:
     trace = _train(engine, repeated)
     assert trace[-1][0] < trace[0][0] - 1.0
     _release(engine)
+
+
+@pytest.mark.parametrize(
+    ("stage", "method", "offload"),
+    [(2, "full", {"offload_optimizer": True}), (3, "lora", {"offload_optimizer": True, "offload_params": True})],
+    ids=["zero2-optimizer", "zero3-optimizer-and-params"],
+)
+def test_cpu_offload_takes_the_same_steps_as_the_torch_engine(
+    tmp_path: Path, base: str, stage: int, method: str, offload: dict[str, bool], byte_tokenizer: ByT5Tokenizer
+) -> None:
+    """Pins train.deepspeed.offload_optimizer/offload_params end to end: DeepSpeed steps rayft's torch
+    AdamW on its CPU copy of the fp32 weights (not its own DeepSpeedCPUAdam, whose C++ op would
+    compile first) and ZeRO-3 pages the parameters in from CPU, with the torch engine's losses and weights."""
+    config = _experiment(tmp_path, stage, offload=offload)
+    steps = _steps(byte_tokenizer, 3)
+    reference = TorchDDPEngine(_model(base, method), config.train, 6, CPU, "fp32")
+    expected = _train(reference, steps)
+    engine = _deepspeed(base, method, config)
+    zero = engine.config["zero_optimization"]
+    assert zero["offload_optimizer"]["device"] == "cpu"
+    assert zero["offload_param"]["device"] == ("cpu" if stage == 3 else "none")
+    # DeepSpeed's ZeRO optimizer took the offload path (on this CPU-only machine the "device" copy is
+    # CPU-to-CPU, so this pins DeepSpeed's offload code and numbers, not memory moved off an accelerator)
+    if stage == 2:
+        assert engine.optimizer.cpu_offload
+    else:
+        assert engine.optimizer.offload_optimizer and engine.optimizer.offload_param
+    assert type(_torch_optimizer(engine.optimizer)) is torch.optim.AdamW
+    got = _train(engine, steps)
+    assert [loss for loss, _ in got] == pytest.approx([loss for loss, _ in expected], rel=1e-5)
+    assert [lr for _, lr in got] == pytest.approx([lr for _, lr in expected], rel=1e-12)
+    want = _weights(reference)
+    for name, tensor in _weights(engine).items():
+        torch.testing.assert_close(tensor, want[name], rtol=1e-4, atol=1e-5, msg=name)
+    _release(engine)
+
+
+def _torch_optimizer(optimizer: object) -> object:
+    while hasattr(optimizer, "optimizer"):
+        optimizer = optimizer.optimizer  # DeepSpeed's ZeRO optimizers wrap the client's
+    return optimizer

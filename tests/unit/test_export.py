@@ -15,7 +15,7 @@ from peft import AutoPeftModelForCausalLM, PeftModel
 from transformers import AutoModelForCausalLM, ByT5Tokenizer
 
 from rayft.cli import main
-from rayft.config import AdapterMethod, FullMethod, LoraMethod, PromptMethod, config_from_dict, to_yaml
+from rayft.config import AdapterMethod, FullMethod, IA3Method, LoraMethod, PromptMethod, config_from_dict, to_yaml
 from rayft.data.classification import LABELS_FILE
 from rayft.models.loading import load_causal_lm, load_sequence_classifier, resolve_base_model
 from rayft.models.methods import MethodContext, apply_method
@@ -78,8 +78,9 @@ def _checkpoint(tmp_path: Path, method, head_labels: list[str] | None = None) ->
 
 
 def test_merged_and_full_exports_load_with_transformers_alone(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Merged DoRA, full fine-tuning and a merged classifier: each loads in a process without rayft
-    and gives the logits of the checkpoint's own (peft) model."""
+    """Merged DoRA, merged IA3, full fine-tuning and a merged classifier: each loads in a process
+    without rayft and gives the logits of the checkpoint's own (peft) model. IA3 pins the merge of
+    vectors that scale outputs (k, v) and, for the feed-forward down projection, inputs."""
     dora_ckpt, base, _ = _checkpoint(tmp_path / "d", LoraMethod(r=4, target_modules="all-linear", use_dora=True, dropout=0.0))
     assert main(["export", str(dora_ckpt), str(tmp_path / "merged"), "--merge"]) == 0
     assert "exported merged model" in capsys.readouterr().out
@@ -87,6 +88,13 @@ def test_merged_and_full_exports_load_with_transformers_alone(tmp_path: Path, ca
     assert {"config.json", "model.safetensors", "tokenizer_config.json", "README.md"} <= {p.name for p in merged.iterdir()}
     assert not (merged / "adapter_config.json").exists()
     peft_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), dora_ckpt / "model").eval()
+
+    ia3_ckpt, _, _ = _checkpoint(tmp_path / "i", IA3Method())
+    ia3 = export_checkpoint(ia3_ckpt, tmp_path / "ia3", merge=True)
+    assert ia3.kind == "merged" and not (ia3.out / "adapter_config.json").exists()
+    assert "method: ia3" in (ia3.out / "README.md").read_text()
+    ia3_peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), ia3_ckpt / "model").eval()
+    assert ia3_peft.peft_config["default"].feedforward_modules == {"down_proj"}  # both kinds of scaling merge
 
     full_ckpt, _, full_model = _checkpoint(tmp_path / "f", FullMethod())
     full = export_checkpoint(full_ckpt, tmp_path / "full", merge=True)  # nothing to merge: accepted
@@ -98,13 +106,18 @@ def test_merged_and_full_exports_load_with_transformers_alone(tmp_path: Path, ca
     assert "AutoModelForSequenceClassification" in cls.load_snippet
 
     loaded = _logits_without_rayft(
-        [("AutoModelForCausalLM", merged), ("AutoModelForCausalLM", full.out), ("AutoModelForSequenceClassification", cls.out)], tmp_path
+        [("AutoModelForCausalLM", merged), ("AutoModelForCausalLM", ia3.out), ("AutoModelForCausalLM", full.out),
+         ("AutoModelForSequenceClassification", cls.out)],
+        tmp_path,
     )
     ids = torch.tensor(IDS)
     with torch.no_grad():
-        expected = [peft_model(input_ids=ids).logits, full_model(input_ids=ids).logits, classifier(input_ids=ids).logits]
+        expected = [peft_model(input_ids=ids).logits, ia3_peft(input_ids=ids).logits, full_model(input_ids=ids).logits,
+                    classifier(input_ids=ids).logits]
+        base_logits = AutoModelForCausalLM.from_pretrained(base)(input_ids=ids).logits
     for got, want in zip(loaded, expected):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(loaded[1], base_logits, atol=1e-3)  # the merged IA3 vectors changed the model
 
     card = (merged / "README.md").read_text()
     assert "library_name: transformers" in card and "method: lora (" in card and "use_dora=True" in card

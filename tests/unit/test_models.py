@@ -7,7 +7,7 @@ import torch
 from transformers import ByT5Tokenizer
 
 from rayft.config import FullMethod, LoraMethod, ModelConfig, TinyModelSpec
-from rayft.models.loading import ModelLoadError, build_tiny_model, load_causal_lm, load_tokenizer, resolve_base_model
+from rayft.models.loading import ModelLoadError, build_tiny_model, load_causal_lm, load_tokenizer, load_with_head, resolve_base_model
 from rayft.models.methods import apply_method, count_parameters
 
 V, H, L, I = 384, 32, 2, 128  # ByT5 vocab, hidden, layers, intermediate
@@ -69,3 +69,18 @@ def test_unknown_model_path_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelLoadError, match=r"is not a model directory \(no config.json\)"):
         resolve_base_model(ModelConfig(name_or_path=str(tmp_path / "empty")), tmp_path)
+
+
+@pytest.mark.parametrize("head", ["causal_lm", "sequence_classification"])
+def test_configured_attention_reaches_both_heads(tmp_path: Path, head: str) -> None:
+    """Pins model.attn_implementation for classifiers too: load_with_head once passed it only to
+    the causal LM, so a classification run silently kept transformers' default kernel."""
+    spec = TinyModelSpec(hidden=H, layers=L, heads=4, intermediate=I)
+    path = resolve_base_model(ModelConfig(tiny=spec), tmp_path)
+    labels = ["neg", "pos"] if head == "sequence_classification" else None
+    loaded = {
+        kernel: load_with_head(ModelConfig(tiny=spec, head=head, attn_implementation=kernel), path, labels, 0)
+        for kernel in (None, "eager", "sdpa")
+    }
+    assert {kernel: model.config._attn_implementation for kernel, model in loaded.items()} == {None: "sdpa", "eager": "eager", "sdpa": "sdpa"}
+    assert type(loaded["eager"]).__name__ == ("LlamaForSequenceClassification" if labels else "LlamaForCausalLM")
