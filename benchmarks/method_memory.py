@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import resource
-import socket
 import sys
 import tempfile
 from collections.abc import Iterable
@@ -43,6 +42,7 @@ from rayft.models.loading import build_tiny_model
 from rayft.models.methods import apply_method
 from rayft.training.engines import TorchDDPEngine
 from rayft.training.loop import forward_backward
+from rayft.training.loopback import free_port
 
 MODEL = TinyModelSpec(arch="llama", layers=12, hidden=1024, heads=16, intermediate=2816, max_position=512)
 TINY = TinyModelSpec(arch="llama", layers=2, hidden=64, heads=4, intermediate=128, max_position=128)
@@ -64,11 +64,6 @@ CPU = torch.device("cpu")
 def _tensor_bytes(tensors: Iterable[object]) -> int:
     return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
 
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _worker(rank: int, method: str, steps: int, port: int, out: str, spec: TinyModelSpec) -> None:
@@ -109,7 +104,7 @@ def _worker(rank: int, method: str, steps: int, port: int, out: str, spec: TinyM
 
 def measure(method: str, steps: int, spec: TinyModelSpec = MODEL) -> list[dict]:
     with tempfile.TemporaryDirectory() as out:
-        mp.spawn(_worker, args=(method, steps, _free_port(), out, spec), nprocs=WORLD, join=True)
+        mp.spawn(_worker, args=(method, steps, free_port(), out, spec), nprocs=WORLD, join=True)
         return [json.loads(Path(out, f"{method}-{rank}.json").read_text()) for rank in range(WORLD)]
 
 

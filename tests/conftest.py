@@ -4,29 +4,23 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from rayft.training.loopback import keep_embedded_ray_on_loopback
+from rayft.training.loopback import free_port, keep_embedded_ray_on_loopback
 
 keep_embedded_ray_on_loopback()  # before anything imports Ray: every test cluster stays on 127.0.0.1
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
 
 # An S3 API for tests (moto server on loopback, started by the `s3` fixture). The endpoint and the
 # fake credentials are set before Ray starts, so Ray workers inherit them as a user's cluster would.
-S3_ENDPOINT = f"http://127.0.0.1:{_free_port()}"
+S3_ENDPOINT = f"http://127.0.0.1:{free_port()}"
 S3_BUCKET = "rayft-test"
 os.environ.update(AWS_ENDPOINT_URL=S3_ENDPOINT, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
 

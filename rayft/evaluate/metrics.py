@@ -19,10 +19,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import sacrebleu
-from rouge_score import rouge_scorer
-from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+
+if TYPE_CHECKING:
+    from rouge_score.rouge_scorer import RougeScorer
+
+# sacrebleu, rouge-score (with nltk) and scikit-learn (with scipy) are imported where they score:
+# every Train worker imports this module, only rank 0 scores, and importing the three costs a
+# worker ~3 s of start-up CPU.
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = set(string.punctuation)
@@ -78,17 +84,23 @@ def _reference_streams(references: Sequence[Sequence[str]]) -> list[list[str | N
 
 def bleu(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> float:
     """Corpus BLEU (sacrebleu defaults: 13a tokenisation, 0-100), multi-reference."""
+    import sacrebleu
+
     return float(sacrebleu.corpus_bleu(list(predictions), _reference_streams(references)).score)
 
 
 def chrf(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> float:
     """Corpus chrF (sacrebleu defaults: character 6-grams, beta 2, 0-100), multi-reference."""
+    import sacrebleu
+
     return float(sacrebleu.corpus_chrf(list(predictions), _reference_streams(references)).score)
 
 
 @lru_cache(maxsize=1)
-def _rouge() -> rouge_scorer.RougeScorer:
-    return rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
+def _rouge() -> RougeScorer:
+    from rouge_score.rouge_scorer import RougeScorer
+
+    return RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
 
 
 def rouge(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> dict[str, float]:
@@ -140,6 +152,8 @@ def classification_scores(
 ) -> dict[str, float]:
     """accuracy, f1/precision/recall (macro and micro over the label set), and the counts of
     predictions and references outside the label set (scored as wrong)."""
+    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+
     outcome = map_to_label_set(predictions, references, labels)
     scores: dict[str, float] = {
         "accuracy": float(accuracy_score(outcome.references, outcome.predictions)) if outcome.references else 0.0,
@@ -159,6 +173,8 @@ def label_confusion(
 ) -> tuple[list[str], list[list[int]]]:
     """Confusion matrix (rows: reference, columns: prediction) over the label set, plus the
     sentinel rows/columns for values outside it when there are any."""
+    from sklearn.metrics import confusion_matrix
+
     outcome = map_to_label_set(predictions, references, labels)
     names = list(labels)
     if outcome.unknown_references:

@@ -10,8 +10,10 @@ import ray
 from ray.train import ScalingConfig
 
 from rayft.config import ScalingSection, UserInputError
+from rayft.training.loopback import free_port
 
 WORKER_START_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
+API_SERVER_ENV = "RAY_API_SERVER_ADDRESS"
 
 
 class ClusterConnectError(UserInputError):
@@ -40,12 +42,28 @@ def ensure_ray(address: str | None, cpus_needed: float, dashboard: bool = False)
         except ConnectionError as err:
             raise _cannot_connect(target, str(err).splitlines()[0]) from None
         return
+    start_local_ray(max(os.cpu_count() or 1, math.ceil(cpus_needed)), dashboard=dashboard)
+
+
+def start_local_ray(num_cpus: float, dashboard: bool = False, log_to_driver: bool = True) -> None:
+    """A new Ray instance on this machine, with its state API address pinned.
+
+    Ray's own processes (Train's placement-group cleaner among them) find the state API through
+    the cluster recorded in /tmp/ray/ray_current_cluster, which an earlier `ray start` may have
+    left pointing at a dead cluster: each lookup then waits 40 s for that GCS, and every Train run
+    spent ~12 s at shutdown waiting for its cleaner. RAY_API_SERVER_ADDRESS, inherited by every
+    Ray process started here, names this instance's dashboard port instead (refused at once when
+    the dashboard is off, which the cleaner tolerates).
+    """
+    port = free_port()
+    os.environ[API_SERVER_ENV] = f"http://127.0.0.1:{port}"
     ray.init(
         address="local",
-        num_cpus=max(os.cpu_count() or 1, math.ceil(cpus_needed)),
+        num_cpus=num_cpus,
         include_dashboard=dashboard,
         dashboard_host="127.0.0.1",
-        log_to_driver=True,
+        dashboard_port=port,
+        log_to_driver=log_to_driver,
     )
 
 

@@ -8,6 +8,7 @@ it uses on macOS and Windows) keeps every address on loopback; it is read when R
 from __future__ import annotations
 
 import os
+import socket
 
 SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
@@ -15,3 +16,10 @@ SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 def keep_embedded_ray_on_loopback() -> None:
     """Call before importing Ray when no cluster address is configured; a user's choice stands."""
     os.environ.setdefault(SINGLE_MACHINE_ENV, "0")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

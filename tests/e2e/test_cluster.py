@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,16 +16,12 @@ from transformers import ByT5Tokenizer
 
 from rayft.config import TinyModelSpec
 from rayft.models.loading import build_tiny_model
+from rayft.training.loopback import free_port
 from tests.conftest import tiny_experiment
 
 pytestmark = pytest.mark.ray
 BIN = Path(sys.executable).parent
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _start(args: list[str]) -> subprocess.Popen:
@@ -36,10 +31,10 @@ def _start(args: list[str]) -> subprocess.Popen:
 
 @pytest.fixture(scope="module")
 def cluster():
-    port = _free_port()
+    port = free_port()
     address = f"127.0.0.1:{port}"
     head = _start(["--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
-                   "--dashboard-host=127.0.0.1", f"--dashboard-port={_free_port()}"])
+                   "--dashboard-host=127.0.0.1", f"--dashboard-port={free_port()}"])
     nodes = [head]
     try:
         time.sleep(6)
@@ -50,6 +45,17 @@ def cluster():
         for node in reversed(nodes):
             os.killpg(node.pid, signal.SIGTERM)
             node.wait(timeout=60)
+        _forget_cluster(address)
+
+
+def _forget_cluster(address: str) -> None:
+    """`ray start` records its cluster in Ray's address file and a killed node leaves it there;
+    Ray processes started later would look the dead cluster up (40 s timeouts each)."""
+    from ray._private.utils import get_ray_address_file
+
+    record = Path(get_ray_address_file(None))
+    if record.is_file() and record.read_text().strip() == address:
+        record.unlink()
 
 
 def test_train_joins_the_cluster_from_a_local_model_directory(tmp_path: Path, cluster: str) -> None:
@@ -75,7 +81,7 @@ def test_train_joins_the_cluster_from_a_local_model_directory(tmp_path: Path, cl
 
 def test_unreachable_address_exits_2(tmp_path: Path) -> None:
     (tmp_path / "exp.yaml").write_text(yaml.safe_dump(tiny_experiment(tmp_path)))
-    done = subprocess.run([str(BIN / "rayft"), "train", str(tmp_path / "exp.yaml"), "--address", f"127.0.0.1:{_free_port()}"],
+    done = subprocess.run([str(BIN / "rayft"), "train", str(tmp_path / "exp.yaml"), "--address", f"127.0.0.1:{free_port()}"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert "rayft: error: address: cannot connect to the Ray cluster at" in done.stderr

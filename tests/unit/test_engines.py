@@ -5,7 +5,6 @@ that transformers and peft load."""
 from __future__ import annotations
 
 import gc
-import socket
 from pathlib import Path
 
 import pytest
@@ -43,6 +42,7 @@ from rayft.training.checkpoint import (
 from rayft.training.deepspeed_config import build_deepspeed_config
 from rayft.training.engines import DEEPSPEED_DIR, DeepSpeedEngine, Engine, TorchDDPEngine, resolve_precision
 from rayft.training.loop import forward_backward
+from rayft.training.loopback import free_port
 from tests.conftest import tiny_experiment
 
 CPU = torch.device("cpu")
@@ -52,9 +52,7 @@ TRAIN = {"lr": 1e-2, "weight_decay": 0.1, "max_grad_norm": 0.5, "grad_accum": 2,
 @pytest.fixture(scope="module", autouse=True)
 def process_group():
     """A one-rank gloo group, as Ray Train would set up, for DeepSpeed's collectives."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     with pytest.MonkeyPatch.context() as env:
         for name, value in {"LOCAL_RANK": "0", "RANK": "0", "WORLD_SIZE": "1"}.items():  # what Ray Train sets
             env.setenv(name, value)

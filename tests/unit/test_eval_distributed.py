@@ -35,6 +35,7 @@ from rayft.data.tokenize import IGNORE_INDEX, tokenize_formatted
 from rayft.evaluate import metrics as m
 from rayft.evaluate.validation import EvalTask, evaluate_split
 from rayft.models.loading import build_tiny_model
+from rayft.training.loopback import free_port
 from tests.conftest import tiny_experiment
 
 WORLD = 2
@@ -103,11 +104,6 @@ def _token_losses(model: nn.Module, example: Example) -> tuple[float, int]:
     return F.cross_entropy(logits[kept], targets[kept], reduction="sum").item(), int(kept.sum())
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
 
 def _loopback_interface() -> str:
     return next(name for _, name in socket.if_nameindex() if name.startswith("lo"))
@@ -133,7 +129,7 @@ def _rank(rank: int, port: int, jobs: list[tuple[nn.Module, list[Example], EvalT
 
 def _run_ranks(jobs: list[tuple[nn.Module, list[Example], EvalTask]], tokenizer: ByT5Tokenizer, out: Path) -> list[list[Any]]:
     context = multiprocessing.get_context("fork")
-    port = _free_port()
+    port = free_port()
     processes = [context.Process(target=_rank, args=(rank, port, jobs, tokenizer, out)) for rank in range(WORLD)]
     for process in processes:
         process.start()

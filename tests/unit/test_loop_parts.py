@@ -39,7 +39,8 @@ def test_accumulated_micro_batches_equal_one_big_batch(byte_tokenizer: ByT5Token
     accumulated = _grads(model)
     torch.testing.assert_close(split, whole)
     for a, b in zip(accumulated, big):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+        # fp32 sums in another order differ by ~1e-7 absolute; a mean of micro-batch means by ~1e-2
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_weight_decay_skips_biases_and_norms(byte_tokenizer: ByT5Tokenizer) -> None:
