@@ -802,15 +802,32 @@ class ExperimentConfig(_Section):
             return self
         base = self.model_dump(mode="json", exclude={"tune"})
         for key, dimension in self.tune.space.items():
-            values = [bound for kind in ("uniform", "loguniform", "int_range") for bound in getattr(dimension, kind) or ()]
-            values += list(dimension.choice or []) + list(dimension.grid or [])
-            for value in values:
+            for condition, expected in (dimension.when or {}).items():
+                try:
+                    ExperimentConfig.model_validate(with_params(base, {condition: expected}))
+                except ValidationError as err:
+                    problem = _format_validation_error(err).partition(": ")[2]
+                    raise ValueError(f"tune.space.{key}.when: {condition} = {expected!r} does not fit the config ({problem})") from None
+            def fitted(value: Any) -> Any:
                 raw = with_params(base, {**(dimension.when or {}), key: value})
                 try:
-                    ExperimentConfig.model_validate(raw)
+                    trial = ExperimentConfig.model_validate(raw)
                 except ValidationError as err:
                     problem = _format_validation_error(err).partition(": ")[2]
                     raise ValueError(f"tune.space.{key}: value {value!r} does not fit the config ({problem})") from None
+                node: Any = trial.model_dump(mode="json")
+                for part in key.split("."):
+                    node = node[part]
+                return node
+
+            for kind in ("uniform", "loguniform", "int_range"):
+                for bound in getattr(dimension, kind) or ():
+                    fitted(bound)
+            # Choices are kept as the config reads them: YAML reads 1.0e15 (no exponent sign) as a
+            # string, which the config turns into the float a trial then reports.
+            for kind in ("choice", "grid"):
+                if getattr(dimension, kind) is not None:
+                    setattr(dimension, kind, [fitted(value) for value in getattr(dimension, kind)])
         return self
 
     @field_validator("name")

@@ -78,10 +78,11 @@ def as_config(config: ExperimentConfig | str | Path | dict[str, Any], overrides:
     return load_config(config, overrides)
 
 
-def _differing_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+def differing_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two config dicts."""
     if isinstance(old, dict) and isinstance(new, dict):
         keys = sorted(set(old) | set(new))
-        return [d for k in keys for d in _differing_keys(old.get(k), new.get(k), f"{prefix}{k}.")]
+        return [d for k in keys for d in differing_keys(old.get(k), new.get(k), f"{prefix}{k}.")]
     return [] if old == new else [prefix.rstrip(".")]
 
 
@@ -103,7 +104,7 @@ def prepare_run_dir(config: ExperimentConfig, resume: bool) -> Path:
     elif (run_dir / CONFIG_FILE).is_file() and any(run_dir.glob("checkpoint_*")):
         previous = yaml.safe_load((run_dir / CONFIG_FILE).read_text())
         current = config.model_dump(mode="json")
-        changed = [k for k in _differing_keys(previous, current) if k != "run.overwrite"]
+        changed = [k for k in differing_keys(previous, current) if k != "run.overwrite"]
         if changed:
             raise ConfigError(
                 f"{changed[0]}: differs from the unfinished run in {run_dir} ({', '.join(changed)}); "
@@ -187,7 +188,7 @@ def _train_folds(config: ExperimentConfig, address: str | None, resume: bool) ->
     assert config.data.kfold is not None
     raw = config.model_dump(mode="json")
     folds = [
-        _train_one(config_from_dict(raw, [f"name={config.name}-fold{fold}", f"data.kfold.fold={fold}"]), address, resume)
+        _train_one(config_from_dict(raw, [f"name={json.dumps(f'{config.name}-fold{fold}')}", f"data.kfold.fold={fold}"]), address, resume)
         for fold in range(config.data.kfold.k)
     ]
     names = [name for name in SHOWN if all(isinstance(f.best_metrics.get(name), (int, float)) for f in folds)]

@@ -35,7 +35,7 @@ from rayft.evaluate.validation import EvalTask, evaluate_split
 from rayft.models.loading import enable_gradient_checkpointing, load_tokenizer, load_with_head
 from rayft.models.methods import MethodContext, apply_method, count_parameters
 from rayft.tracking.metrics_log import METRICS_FILE, MetricsLog
-from rayft.training.checkpoint import Progress, rng_state
+from rayft.training.checkpoint import Progress, read_marker, rng_state
 from rayft.training.classification import classification_forward_backward
 from rayft.training.engines import Engine, create_engine
 
@@ -181,9 +181,11 @@ def train_loop_per_worker(settings: dict[str, Any]) -> None:
     # ---- resume
     progress = Progress()
     checkpoint = ray.train.get_checkpoint()
+    checkpoint_metrics: dict[str, Any] = {}
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             progress = engine.restore(Path(directory), rank, world_size)
+            checkpoint_metrics = read_marker(Path(directory))["metrics"]
         logger.info("rank %d resumed at step %d (epoch %d, micro-batch %d)", rank, progress.step, progress.epoch, progress.micro_batch)
     else:
         seed_everything(train_cfg.seed + rank)  # distinct dropout noise per rank
@@ -196,6 +198,12 @@ def train_loop_per_worker(settings: dict[str, Any]) -> None:
     log = MetricsLog(Path(loop.run_dir) / METRICS_FILE) if rank == 0 else None
     if log is not None:
         log.truncate_after(progress.step)
+    if checkpoint is not None and (progress.step >= max_steps or (stopper is not None and stopper.stopped_step is not None)):
+        # The run had already ended (its last checkpoint is the final state) when its driver died,
+        # before Ray recorded the end. Train no further; report the final metrics once more so the
+        # caller, a Tune trial above all, gets its result (a run with no report has none).
+        _report(checkpoint_metrics, False, engine, None, progress)
+        return
 
     eval_task = EvalTask.from_config(config, loop.labels)
 

@@ -17,6 +17,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from rayft.config import SearchDimension, TuneSection  # noqa: E402
+from rayft.tracking.metrics_log import METRICS_FILE, read_metrics  # noqa: E402
+from rayft.training.checkpoint import IncompleteCheckpointError, read_marker  # noqa: E402
 from rayft.training.loop import NON_FINITE_LOSS  # noqa: E402
 from rayft.tune.budget import trial_worker_hours  # noqa: E402
 
@@ -25,7 +27,8 @@ if TYPE_CHECKING:
 
 SWEEP_JSON, SWEEP_MD = "sweep.json", "sweep.md"
 PLOTS = {"history": "optimization_history.png", "importance": "param_importances.png", "parallel": "parallel_coordinates.png"}
-COMPLETED, EARLY_STOPPED, BUDGET = "completed", "stopped early by the scheduler", "stopped by the budget"
+COMPLETED, EARLY_STOPPED = "completed", "stopped early by the scheduler"
+EARLY_STOPPING = "stopped by train.early_stopping"
 
 
 @dataclass
@@ -47,48 +50,86 @@ def failure_reason(error: BaseException | str) -> str:
     text = str(error)
     if NON_FINITE_LOSS in text:
         return "failed: NaN/inf loss"
-    if "OutOfMemoryError" in text or "out of memory" in text.lower():
+    lowered = text.lower()
+    # CUDA: torch.OutOfMemoryError; CPU: the allocator's "can't allocate memory"; Ray's memory monitor
+    # killing a worker: ray.exceptions.OutOfMemoryError.
+    if "outofmemoryerror" in lowered or "out of memory" in lowered or "can't allocate memory" in lowered:
         return "failed: out of memory"
     return "failed: " + (text.strip().splitlines() or ["error"])[-1][:200]
 
 
-def summarise_trials(grid: Any, section: TuneSection, num_workers: int, budget_stop: dict[str, Any] | None) -> list[TrialRow]:
+def summarise_trials(
+    grid: Any, section: TuneSection, num_workers: int, trials_dir: Path, trial_seconds: dict[str, float] | None = None
+) -> list[TrialRow]:
+    """One row per trial. Steps, evaluations, the best metric and the best checkpoint come from the
+    trial's own Train run (`trials/<id>/`): Tune restarts a resumed trial's history, the run's
+    metrics.jsonl and checkpoint markers hold all of it. Status and error come from Tune; wall
+    time from the budget's ledger (every session of the trial) where it has the trial."""
     rows = []
     for result in grid:
-        history = result.metrics_dataframe
         last = result.metrics or {}
         params = {k: v for k, v in (result.config or {}).items() if v is not None}
-        trial_id = str(last.get("trial_id") or Path(result.path).name)
-        best_metric, best_checkpoint, steps, evaluations, wall, planned = None, None, 0, 0, 0.0, None
-        if history is not None and not history.empty:
-            wall = float(history["time_total_s"].max())
-            steps = int(history["step"].max()) if "step" in history else 0
-            planned = int(history["max_steps"].max()) if "max_steps" in history else None  # reported at step 0
-            if section.metric in history:
-                scored = history[history[section.metric].notna()]
-                evaluations = len(scored)
-                if not scored.empty:
-                    best_row = scored.loc[scored[section.metric].idxmin() if section.mode == "min" else scored[section.metric].idxmax()]
-                    best_metric = float(best_row[section.metric])
-            if "checkpoint_path" in history:
-                saved = history[history["checkpoint_path"].notna()]
-                if not saved.empty:
-                    ranked = saved.sort_values(section.metric, ascending=section.mode == "min") if section.metric in saved else saved.iloc[::-1]
-                    best_checkpoint = str(ranked.iloc[0]["checkpoint_path"])
+        trial_id = str(last.get("trial_id") or _trial_id_from_path(Path(result.path).name))
+        run = trial_run_summary(trials_dir / trial_id, section.metric, section.mode)
+        best_metric, steps, planned = run.best_metric, run.steps, run.planned_steps
+        history = result.metrics_dataframe
+        wall = float(history["time_total_s"].max()) if history is not None and not history.empty else 0.0
+        wall = max(wall, (trial_seconds or {}).get(trial_id, 0.0))
         if result.error is not None:
             status, reason = "ERROR", failure_reason(result.error)
             best_metric = None  # a failed trial never counts as the best
         elif planned is not None and steps >= planned:  # Tune's `done` flag is set on scheduler stops too
             status, reason = "TERMINATED", COMPLETED
-        elif budget_stop is not None and float(last.get("timestamp", 0)) >= budget_stop["time"] - 60:
-            status, reason = "TERMINATED", BUDGET
+        elif run.early_stopped:
+            status, reason = "TERMINATED", EARLY_STOPPING
         else:
             status, reason = "TERMINATED", EARLY_STOPPED
         rows.append(TrialRow(
-            trial_id, status, reason, params, best_metric, steps, evaluations, round(wall, 1),
-            round(trial_worker_hours(wall, num_workers), 5), best_checkpoint,
+            trial_id, status, reason, params, best_metric, steps, run.evaluations, round(wall, 1),
+            round(trial_worker_hours(wall, num_workers), 5), run.best_checkpoint,
         ))
     return sorted(rows, key=lambda row: row.trial_id)
+
+
+def _trial_id_from_path(name: str) -> str:
+    """Tune names a trial's directory run_trial_<id>_<index>_<params>_<time>."""
+    return name.removeprefix("run_trial_").split("_", 1)[0]
+
+
+@dataclass
+class TrialRunSummary:
+    steps: int = 0
+    planned_steps: int | None = None
+    evaluations: int = 0
+    best_metric: float | None = None
+    best_checkpoint: str | None = None
+    early_stopped: bool = False
+    """The run's own early stopping (train.early_stopping) ended it."""
+
+
+def trial_run_summary(run_dir: Path, metric: str, mode: str) -> TrialRunSummary:
+    """What a trial's Train run did: its metrics.jsonl (steps, evaluations, the planned steps
+    reported at step 0) and its complete checkpoints (the best one by `metric`)."""
+    records = read_metrics(run_dir / METRICS_FILE)
+    summary = TrialRunSummary(steps=max((int(r["step"]) for r in records if "step" in r), default=0))
+    summary.planned_steps = next((int(r["max_steps"]) for r in records if "max_steps" in r), None)
+    summary.early_stopped = any(r.get("stop_reason") == "early_stopping" for r in records)
+    scores = [float(r[metric]) for r in records if isinstance(r.get(metric), (int, float))]
+    summary.evaluations = len(scores)
+    finite = [value for value in scores if math.isfinite(value)]
+    pick = min if mode == "min" else max
+    summary.best_metric = pick(finite) if finite else None
+    scored = []
+    for directory in sorted(run_dir.glob("checkpoint_*")):
+        try:
+            value = read_marker(directory)["metrics"].get(metric)
+        except IncompleteCheckpointError:
+            continue
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            scored.append((float(value), str(directory)))
+    if scored:
+        summary.best_checkpoint = pick(scored, key=lambda pair: pair[0])[1]
+    return summary
 
 
 def _distribution(dimension: SearchDimension) -> Any:
@@ -148,7 +189,7 @@ def render_markdown(result: SweepResult, section: TuneSection) -> str:
         f"# Sweep {Path(result.sweep_dir).name}", "",
         f"{len(result.trials)} trials, search {section.search}, scheduler {section.scheduler.type}; "
         f"{section.metric} ({section.mode}). Wall time {result.wall_time_s:.0f} s, {result.worker_hours:.4f} worker-hours"
-        + (" (stopped by the budget)" if result.stopped_by_budget else "") + ".", "",
+        + "." + (f" The budget started no more trials: {result.budget_stop}." if result.budget_stop else ""), "",
         f"Best: trial {result.best_trial}, {section.metric} = {result.best_metric}, {result.best_params}", "",
         f"Best config: `{result.best_config}`  ", f"Best checkpoint: `{result.best_checkpoint}`", "",
         "| trial | status | stop reason | " + " | ".join(keys) + f" | best {section.metric} | steps | evals | wall s | worker-h |",

@@ -66,7 +66,9 @@ def tune_space(section: TuneSection, base: dict[str, Any]) -> dict[str, Any]:
     """Tune's param_space for random and grid search. Conditional dimensions are sampled by a
     function of the already-sampled config, returning None where the condition fails."""
     space: dict[str, Any] = {}
-    for key, dimension in section.space.items():
+    # Conditional keys last: Tune resolves a sample_from after the plain domains listed before it,
+    # so a condition then reads the value sampled for its key, whatever the order in the YAML.
+    for key, dimension in sorted(section.space.items(), key=lambda item: item[1].when is not None):
         kind, value = _kind(dimension)
         if section.search == "grid" and kind not in {"grid", "choice"}:
             raise ConfigError(f"tune.space.{key}: grid search needs grid or choice values, got {kind}")

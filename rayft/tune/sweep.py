@@ -28,10 +28,10 @@ from rayft.models.loading import load_tokenizer, model_hidden_size, resolve_base
 from rayft.training.cluster import ensure_ray
 from rayft.training.deepspeed_config import build_deepspeed_config
 from rayft.training.evaluation import general_dataset
-from rayft.training.launch import CONFIG_FILE, as_config, build_trainer
+from rayft.training.launch import CONFIG_FILE, as_config, build_trainer, differing_keys
 from rayft.training.loop import LoopSettings
 from rayft.tune.batch_size import find_batch_size
-from rayft.tune.budget import BudgetStopper
+from rayft.tune.budget import BudgetedSearch
 from rayft.tune.report import SWEEP_JSON, TrialRow, summarise_trials, write_sweep_report
 from rayft.tune.space import OptunaSpace, tune_space
 
@@ -52,7 +52,8 @@ class SweepResult:
     best_checkpoint: str | None
     wall_time_s: float
     worker_hours: float
-    stopped_by_budget: bool = False
+    budget_stop: str | None = None
+    """Why the budget started no more trials (tune.budget), if it did."""
     notes: list[str] = field(default_factory=list)
 
 
@@ -63,7 +64,8 @@ def run_trial(
     """One trial: the base experiment with the sampled values, fitted as a whole Train run.
     A restored trial runs this again; the Train run of the same name resumes from its checkpoint."""
     trial_id = tune.get_context().get_trial_id()
-    config = config_from_dict(with_params(base, params), [f"name={trial_id}", f"run.storage_path={json.dumps(trials_dir)}"])
+    # Quoted: a trial id such as 58473567 or 12e45678 would otherwise parse as a number.
+    config = config_from_dict(with_params(base, params), [f"name={json.dumps(trial_id)}", f"run.storage_path={json.dumps(trials_dir)}"])
     run_dir = config.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / CONFIG_FILE).write_text(to_yaml(config))
@@ -75,17 +77,23 @@ def run_trial(
     build_trainer(config, settings, datasets, callbacks=[TuneReportCallback()]).fit()
 
 
-def _searcher(section: TuneSection, base: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-    """The search algorithm and the param_space Tune needs with it."""
+def _search_algorithm(section: TuneSection, base: dict[str, Any], concurrency: int, num_workers: int, sweep_dir: Path) -> tuple[Any, dict[str, Any]]:
+    """The search algorithm (at most `concurrency` trials at once, under the budget) and the
+    param_space Tune needs with it. The limit is applied here: Tune's max_concurrent_trials
+    applies to neither Tune's random/grid generator nor a wrapped algorithm."""
+    from ray.tune.search import ConcurrencyLimiter, SearchGenerator
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
     if section.search == "optuna":
         import optuna
         from ray.tune.search.optuna import OptunaSearch
 
         sampler = optuna.samplers.TPESampler(seed=section.seed)
-        return OptunaSearch(space=OptunaSpace(section, base), metric=section.metric, mode=section.mode, sampler=sampler), {}
-    from ray.tune.search.basic_variant import BasicVariantGenerator
-
-    return BasicVariantGenerator(random_state=section.seed), tune_space(section, base)
+        optuna_search = OptunaSearch(space=OptunaSpace(section, base), metric=section.metric, mode=section.mode, sampler=sampler)
+        inner, param_space = SearchGenerator(ConcurrencyLimiter(optuna_search, max_concurrent=concurrency)), {}
+    else:
+        inner, param_space = BasicVariantGenerator(random_state=section.seed, max_concurrent=concurrency), tune_space(section, base)
+    return BudgetedSearch(inner, section.budget, num_workers, sweep_dir), param_space
 
 
 def _scheduler(section: TuneSection) -> Any:
@@ -136,6 +144,9 @@ def sweep(
     tune_path = sweep_dir / TUNE_DIR
     if tune_path.exists() and not resume:
         raise ConfigError(f"name: {sweep_dir} already holds a sweep; pass --resume to continue it or pick another name")
+    resuming = resume and tune.Tuner.can_restore(str(tune_path))
+    if resuming:
+        config = _as_interrupted(config, sweep_dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     (sweep_dir / CONFIG_FILE).write_text(to_yaml(config))
 
@@ -145,7 +156,7 @@ def sweep(
     load_tokenizer(tokenizer_path, config.model.trust_remote_code)
     general_rows = read_general(config, sweep_dir)  # the forgetting monitor's set, checked before Ray
     ensure_ray(address, trial_cpus(config), dashboard=True)  # Train inside Tune trials needs the dashboard
-    if section.batch_size_search is not None:
+    if section.batch_size_search is not None and not resuming:  # a resumed sweep keeps the size it found
         found = find_batch_size(config, base_model)
         if found == 0:
             raise ConfigError(f"tune.batch_size_search: not even a batch of 1 fits at data.max_length {config.data.max_length}")
@@ -166,29 +177,48 @@ def sweep(
         ),
         {"CPU": 1},
     )
-    stopper = BudgetStopper(section.budget, config.scaling.num_workers, sweep_dir)
-    if resume and tune.Tuner.can_restore(str(tune_path)):
+    if resuming:
         tuner = tune.Tuner.restore(str(tune_path), trainable=trainable, resume_unfinished=True, resume_errored=False)
     else:
-        search_alg, param_space = _searcher(section, base)
+        concurrency = concurrent_trials(config, ray.cluster_resources())
+        search_alg, param_space = _search_algorithm(section, base, concurrency, config.scaling.num_workers, sweep_dir)
         tuner = tune.Tuner(
             trainable,
             param_space=param_space,
             tune_config=tune.TuneConfig(
                 metric=section.metric, mode=section.mode, num_samples=section.num_samples, search_alg=search_alg,
-                scheduler=_scheduler(section), max_concurrent_trials=concurrent_trials(config, ray.cluster_resources()),
+                scheduler=_scheduler(section),
             ),
-            run_config=tune.RunConfig(name=TUNE_DIR, storage_path=str(sweep_dir), stop=stopper, verbose=1),
+            run_config=tune.RunConfig(name=TUNE_DIR, storage_path=str(sweep_dir), verbose=1),
         )
     grid = tuner.fit()
     return _finish(config, grid, sweep_dir, started)
 
 
+def _as_interrupted(config: ExperimentConfig, sweep_dir: Path) -> ExperimentConfig:
+    """The config a sweep resumes with must be the one it started with (Tune restores the
+    searcher, the space and num_samples as they were; a changed value would silently not apply).
+    The batch size a batch-size search settled on is taken over."""
+    previous = yaml.safe_load((sweep_dir / CONFIG_FILE).read_text())
+    current = config.model_dump(mode="json")
+    if config.tune is not None and config.tune.batch_size_search is not None:
+        current["train"]["batch_size"] = previous["train"]["batch_size"]
+    changed = differing_keys(previous, current)
+    if changed:
+        raise ConfigError(
+            f"{changed[0]}: differs from the interrupted sweep in {sweep_dir} ({', '.join(changed)}); "
+            "--resume continues a sweep with its own config: restore it, or start a sweep of another name"
+        )
+    return config_from_dict(current)
+
+
 def _finish(config: ExperimentConfig, grid: Any, sweep_dir: Path, started: float) -> SweepResult:
     section = config.tune
     assert section is not None
-    budget_stop = BudgetStopper.fired_at(sweep_dir)
-    trials = summarise_trials(grid, section, config.scaling.num_workers, budget_stop)
+    budget_stop = BudgetedSearch.fired_at(sweep_dir)
+    ledger = BudgetedSearch.saved_ledger(sweep_dir / TUNE_DIR)
+    seconds = {trial: ledger.trial_s(trial) for trial in ledger.trials()} if ledger else None
+    trials = summarise_trials(grid, section, config.scaling.num_workers, sweep_dir / TRIALS_DIR, seconds)
     finished = [t for t in trials if t.best_metric is not None]
     pick = min if section.mode == "min" else max
     best = pick(finished, key=lambda t: t.best_metric) if finished else None
@@ -206,7 +236,7 @@ def _finish(config: ExperimentConfig, grid: Any, sweep_dir: Path, started: float
         best_checkpoint=best.best_checkpoint if best else None,
         wall_time_s=round(time.time() - started, 1),
         worker_hours=round(sum(t.worker_hours for t in trials), 4),
-        stopped_by_budget=budget_stop is not None,
+        budget_stop=budget_stop["reason"] if budget_stop else None,
     )
     result.notes = write_sweep_report(result, section, sweep_dir)
     (sweep_dir / SWEEP_JSON).write_text(json.dumps(asdict(result), indent=2, default=str) + "\n")
@@ -214,7 +244,7 @@ def _finish(config: ExperimentConfig, grid: Any, sweep_dir: Path, started: float
 
 
 def _write_best_config(config: ExperimentConfig, params: dict[str, Any], path: Path) -> None:
-    best = config_from_dict(with_params(config.model_dump(mode="json", exclude={"tune"}), params), [f"name={config.name}-best"])
+    best = config_from_dict(with_params(config.model_dump(mode="json", exclude={"tune"}), params), [f"name={json.dumps(config.name + '-best')}"])
     raw = best.model_dump(mode="json", exclude={"tune"})
     header = f"# rayft train {path}\n# The best trial of sweep {config.name!r}: {json.dumps(params)}\n"
     path.write_text(header + yaml.safe_dump(raw, sort_keys=False))

@@ -54,7 +54,8 @@ def test_sweep_early_stops_survives_a_killed_driver_and_reports_a_nan_trial(tmp_
     driver.wait()
     time.sleep(3)
 
-    done = subprocess.run([*command, "--resume"], cwd=REPO, capture_output=True, text=True, timeout=1200)
+    resumed_at = time.time()
+    done = subprocess.run([*command, "--resume"], cwd=REPO, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((sweep_dir / "sweep.json").read_text())
     trials = result["trials"]
@@ -81,5 +82,14 @@ def test_sweep_early_stops_survives_a_killed_driver_and_reports_a_nan_trial(tmp_
     assert (Path(result["best_checkpoint"]) / "rayft_checkpoint.json").is_file()
     assert yaml.safe_load((sweep_dir / "best_config.yaml").read_text())["name"] == "quickstart-sweep-best"
     assert "| trial | status | stop reason |" in done.stdout
-    # Early-stopped trials gave their workers back: the next trial started on the same 2 CPUs.
-    assert "Logical resource usage: 2.0/2 CPUs" in done.stdout + done.stderr
+    # Early-stopped trials gave their workers back: on a 2-CPU cluster one trial (1 CPU) with its
+    # 2 workers (0.5 each) fills it, so the resumed session ran its trials one after another, each
+    # starting once the one before had ended (a leaked worker or placement group would hang it).
+    if max(os.cpu_count() or 1, 2) // 2 == 1:
+        spans = []
+        for log in (sweep_dir / "trials").glob("*/metrics.jsonl"):
+            times = [r["time"] for r in map(json.loads, log.read_text().splitlines()) if r.get("time", 0) >= resumed_at]
+            if times:
+                spans.append((min(times), max(times)))
+        spans.sort()
+        assert len(spans) >= 3 and all(later[0] > earlier[1] for earlier, later in zip(spans, spans[1:])), spans

@@ -1,5 +1,7 @@
-"""DeepSpeed ZeRO 0-3 on 2 Ray Train workers (gloo): every method trains at every stage, and a
-crashed run resumes exactly. Short runs on a 170-row set: each fit is mostly start-up."""
+"""DeepSpeed ZeRO 0-3 on 2 Ray Train workers (gloo): every method trains under DeepSpeed (each
+stage taken by some method; tests/unit/test_engines.py compares every stage with the torch engine
+step for step), and a crashed run resumes exactly. Short runs on a 170-row set: each fit is
+mostly start-up."""
 
 from __future__ import annotations
 
@@ -18,12 +20,14 @@ from rayft.training.checkpoint import MARKER_FILE, read_marker
 from rayft.training.deepspeed_config import DEEPSPEED_CONFIG_FILE
 from rayft.training.loop import FAIL_AT_STEP_ENV
 from tests.conftest import QUICKSTART_DATA, tiny_experiment
+from tests.integration.method_specs import METHODS as PEFT_METHODS
 
 pytestmark = pytest.mark.ray
 
-METHODS = {
-    "full": {"type": "full"},
-    "lora": {"type": "lora", "r": 4, "alpha": 8, "dropout": 0.1, "target_modules": "all-linear"},  # dropout: RNG matters on resume
+METHODS: dict[str, tuple[dict[str, Any], float]] = {
+    "full": ({"type": "full"}, 1e-3),
+    "lora": ({"type": "lora", "r": 4, "alpha": 8, "dropout": 0.1, "target_modules": "all-linear"}, 3e-3),  # dropout: RNG matters on resume
+    **{name: (method, lr) for name, (method, lr, _) in PEFT_METHODS.items()},
 }
 LORA_PARAMS, FULL_PARAMS = 5_888, 57_504  # LoRA r=4 on all 7 linears of 2 blocks at width 32; the whole tiny llama
 
@@ -40,9 +44,9 @@ def _experiment(tmp_path: Path, data: Path, name: str, method: str, stage: int, 
     return tiny_experiment(
         tmp_path,
         name=name,
-        method=METHODS[method],
+        method=METHODS[method][0],
         data={"train": str(data), "split": {"val": 0.1, "test": 0.0, "seed": 0}},
-        train={"max_steps": 8, "lr": 3e-3 if method == "lora" else 1e-3, "logging_steps": 1, "eval_steps": 8, "save_steps": 4,
+        train={"max_steps": 8, "lr": METHODS[method][1], "logging_steps": 1, "eval_steps": 8, "save_steps": 4,
                "backend": "deepspeed", "deepspeed": {"stage": stage}},
         eval={"max_generate_examples": 7, "generate": {"max_new_tokens": 4}},  # 7: one rank answers one more
         run={"storage_path": str(tmp_path / "runs"), **run},
@@ -54,10 +58,14 @@ def _losses(run_dir: Path) -> dict[int, float]:
 
 
 def _check_trained_run(result: Any, method: str, stage: int) -> None:
-    """Loss went down; the last checkpoint is complete on both ranks and its export loads with transformers."""
+    """Loss went down; the last checkpoint is complete on both ranks and its export loads."""
     assert result.data["splits"] == {"train": 153, "validation": 17, "test": 0}
-    assert result.trainable_params == (LORA_PARAMS if method == "lora" else FULL_PARAMS)
-    assert result.best_metrics["eval_loss"] < result.before["eval_loss"] - 0.3
+    if method in {"lora", "full"}:
+        assert result.trainable_params == (LORA_PARAMS if method == "lora" else FULL_PARAMS)
+        assert result.best_metrics["eval_loss"] < result.before["eval_loss"] - 0.3
+    else:
+        assert 0 < result.trainable_params < result.total_params
+        assert result.best_metrics["eval_loss"] < result.before["eval_loss"]
     losses = _losses(Path(result.run_dir))
     assert sorted(losses) == list(range(1, 9)) and losses[8] < losses[1]
     written = json.loads((Path(result.run_dir) / DEEPSPEED_CONFIG_FILE).read_text())
@@ -72,15 +80,18 @@ def _check_trained_run(result: Any, method: str, stage: int) -> None:
     if method == "lora":
         assert sum(t.numel() for t in load_file(checkpoint / "model" / "adapter_model.safetensors").values()) == LORA_PARAMS
         assert PeftModel.from_pretrained(base, checkpoint / "model").peft_config["default"].r == 4
-    else:
+    elif method == "full":
         exported = AutoModelForCausalLM.from_pretrained(checkpoint / "model")
         assert sum(p.numel() for p in exported.parameters()) == FULL_PARAMS
         assert not exported.model.layers[0].mlp.up_proj.weight.equal(base.model.layers[0].mlp.up_proj.weight)
+    else:  # the method's own file, gathered from both ranks (ZeRO-3 shards it), with every trained tensor
+        saved = load_file(checkpoint / "model" / PEFT_METHODS[method][2])
+        assert sum(t.numel() for t in saved.values()) > 0
 
 
-@pytest.mark.parametrize(("method", "stage"), [("full", 0), ("full", 1), ("full", 2), ("lora", 0), ("lora", 1), ("lora", 3)])
+# Full fine-tuning and LoRA train (at ZeRO-3 and ZeRO-2) in the resume tests below.
+@pytest.mark.parametrize(("method", "stage"), [("lora-dora", 0), ("prefix", 1), ("prompt", 1), ("ia3", 2), ("adapter", 3)])
 def test_method_trains_under_zero_stage(tmp_path: Path, small_data: Path, method: str, stage: int) -> None:
-    """(lora, 2) and (full, 3) train in the resume tests below."""
     result = rayft.train(_experiment(tmp_path, small_data, f"{method}-zero{stage}", method, stage))
     _check_trained_run(result, method, stage)
 

@@ -38,13 +38,16 @@ def _rows(task: str, count: int = 160) -> list[dict[str, Any]]:
 @pytest.mark.parametrize("task", ["qa", "classification", "summarization", "text", "chat"])
 def test_format_trains_end_to_end(tmp_path: Path, task: str) -> None:
     data = write_jsonl(tmp_path / f"{task}.jsonl", _rows(task))
+    # classification takes a stratified split (by label): 61 short and 99 long rows, 10% of each
+    split = {"val": 0.1, "test": 0.0, "seed": 0, **({"stratify_by": "label"} if task == "classification" else {})}
     config = tiny_experiment(
         tmp_path, name=task,
-        data={"train": str(data), "format": task, "max_length": 128, "split": {"val": 0.1, "test": 0.0, "seed": 0}},
+        data={"train": str(data), "format": task, "max_length": 128, "split": split},
         train={"max_steps": 12, "lr": 5e-3, "logging_steps": 4, "eval_steps": 12, "save_steps": 12},
     )
     result = rayft.train(config)
-    assert result.data["splits"] == {"train": 144, "validation": 16, "test": 0}
+    sizes = {"train": 145, "validation": 15, "test": 0} if task == "classification" else {"train": 144, "validation": 16, "test": 0}
+    assert result.data["splits"] == sizes
     counts = result.data
     assert counts["read"] == counts["kept"] + sum(counts["quarantined"].values()) + sum(counts["filtered"].values())
     assert result.best_metrics["eval_loss"] < result.before["eval_loss"] - 0.5
@@ -53,7 +56,7 @@ def test_format_trains_end_to_end(tmp_path: Path, task: str) -> None:
     assert ("answered" in result.best_metrics) == (task != "text"), "text has no single answer to match"
     report = json.loads((Path(result.run_dir) / "data_report.json").read_text())
     if task == "classification":
-        assert set(report["splits"]["train"]["labels"]) == {"short", "long"}
-        assert sum(report["splits"]["train"]["labels"].values()) == 144
+        assert report["splits"]["train"]["labels"] == {"short": 55, "long": 90}  # floor(6.1) and floor(9.9) validate
+        assert report["splits"]["validation"]["labels"] == {"short": 6, "long": 9}
         # labels are scored within the label set: no prediction falls outside it
         assert result.best_metrics["invalid_predictions"] == 0 and 0 <= result.best_metrics["accuracy"] <= 1

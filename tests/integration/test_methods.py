@@ -18,17 +18,10 @@ import rayft
 from rayft.cli import main
 from rayft.tracking.metrics_log import read_metrics
 from tests.conftest import ASSETS, tiny_experiment, write_jsonl
+from tests.integration.method_specs import METHODS
 
 pytestmark = pytest.mark.ray
 
-# method, learning rate, file the checkpoint's model/ must hold
-METHODS: dict[str, tuple[dict[str, Any], float, str]] = {
-    "lora-dora": ({"type": "lora", "r": 4, "alpha": 8, "dropout": 0.0, "target_modules": "all-linear", "use_dora": True}, 5e-3, "adapter_model.safetensors"),
-    "prefix": ({"type": "prefix", "num_virtual_tokens": 8, "prefix_projection": True, "encoder_hidden_size": 32}, 2e-2, "adapter_model.safetensors"),
-    "adapter": ({"type": "adapter", "size": 16}, 5e-3, "bottleneck_adapters.safetensors"),
-    "ia3": ({"type": "ia3"}, 5e-2, "adapter_model.safetensors"),
-    "prompt": ({"type": "prompt", "num_virtual_tokens": 8, "init": "text", "init_text": "Instruction: answer"}, 5e-2, "adapter_model.safetensors"),
-}
 STEPS = 24
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 import pytest
+import yaml
 
 import rayft
-from rayft.training.launch import KFoldResult, TrainResult
+from rayft.cli import main
+from rayft.training.launch import TrainResult
 from tests.conftest import tiny_experiment, write_jsonl
 
 pytestmark = pytest.mark.ray
@@ -24,23 +27,26 @@ def _rows(count: int) -> list[dict]:
     ]
 
 
-def test_kfold_trains_every_fold_and_reports_mean_and_std(tmp_path: Path) -> None:
+def test_kfold_trains_every_fold_and_reports_mean_and_std(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`rayft train CONFIG data.kfold.k=2`, as a user runs it: every fold trains, the table of
+    folds with mean ± std is printed and written."""
     data = write_jsonl(tmp_path / "d.jsonl", _rows(90))
     config = tiny_experiment(tmp_path, name="cv", train=FAST, eval=NO_TEST_EVAL, data={
-        "train": str(data), "split": {"val": 0.0, "test": 0.1, "stratify_by": "parity"}, "kfold": {"k": 3},
+        "train": str(data), "split": {"val": 0.0, "test": 0.1, "stratify_by": "parity"},
     })
-    result = rayft.train(config)
-    assert isinstance(result, KFoldResult) and len(result.folds) == 3
-    assert [Path(f.run_dir).name for f in result.folds] == ["cv-fold0", "cv-fold1", "cv-fold2"]
-    # stratified test: floor(10% of 45) per parity = 8 rows; the other 82 dealt into folds of 28, 27, 27
-    assert [f.data["splits"] for f in result.folds] == [
-        {"train": 54, "validation": 28, "test": 8}, {"train": 55, "validation": 27, "test": 8}, {"train": 55, "validation": 27, "test": 8},
-    ]
-    losses = [f.best_metrics["eval_loss"] for f in result.folds]
-    assert result.mean["eval_loss"] == pytest.approx(sum(losses) / 3)
-    assert result.std["eval_loss"] > 0
-    saved = json.loads(Path(result.summary_path).read_text())
-    assert saved["mean"]["eval_loss"] == pytest.approx(result.mean["eval_loss"])
+    (tmp_path / "cv.yaml").write_text(yaml.safe_dump(config))
+    assert main(["train", str(tmp_path / "cv.yaml"), "data.kfold.k=2"]) == 0
+    summary = json.loads((tmp_path / "runs" / "cv-kfold.json").read_text())
+    folds = summary["folds"]
+    assert [Path(f["run_dir"]).name for f in folds] == ["cv-fold0", "cv-fold1"]
+    # stratified test: floor(10% of 45) per parity = 8 rows; the other 82 dealt into folds of 41 each
+    assert [f["data"]["splits"] for f in folds] == [{"train": 41, "validation": 41, "test": 8}] * 2
+    losses = [f["best_metrics"]["eval_loss"] for f in folds]
+    assert summary["mean"]["eval_loss"] == pytest.approx(sum(losses) / 2)
+    assert summary["std"]["eval_loss"] == pytest.approx(statistics.stdev(losses)) and summary["std"]["eval_loss"] > 0
+    printed = capsys.readouterr().out
+    assert "2-fold cross-validation" in printed
+    assert f"mean ± std | {summary['mean']['eval_loss']:.4f} ± {summary['std']['eval_loss']:.4f}" in printed
 
 
 def test_time_split_trains_on_the_past_and_validates_on_the_latest(tmp_path: Path) -> None:

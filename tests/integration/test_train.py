@@ -76,7 +76,9 @@ def test_full_fine_tuning_trains_every_weight(tmp_path: Path) -> None:
 
 def test_a_crashed_run_resumes_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Pins exact resume: after a crash at step 6, the restarted run continues from the step-4
-    checkpoint and logs the same losses as an uninterrupted run, step for step."""
+    checkpoint and logs the same learning rates and losses as an uninterrupted run, step for step;
+    run once more, the finished run reports its final metrics without training (a Train run with no
+    report gave a resumed sweep trial no result, and Tune ended the sweep with an error)."""
     train = {"max_steps": 8, "logging_steps": 1, "eval_steps": 4, "save_steps": 4, "lr": 3e-3}
     method = {"type": "lora", "r": 4, "alpha": 8, "dropout": 0.1, "target_modules": "all-linear"}  # dropout: RNG matters
     straight = rayft.train(tiny_experiment(tmp_path, name="straight", train=train, method=method))
@@ -84,12 +86,21 @@ def test_a_crashed_run_resumes_exactly(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setenv(FAIL_AT_STEP_ENV, "6")
     resumed = rayft.train(tiny_experiment(tmp_path, name="resumed", train=train, method=method, run={"storage_path": str(tmp_path / "runs"), "max_failures": 1}))
 
-    expected, got = _losses(Path(straight.run_dir)), _losses(Path(resumed.run_dir))
-    assert sorted(got) == list(range(1, 9))
-    for step in range(1, 9):
-        assert got[step] == pytest.approx(expected[step], rel=1e-6, abs=1e-7), f"step {step}"
+    expected = [r for r in read_metrics(Path(straight.run_dir) / "metrics.jsonl") if "loss" in r]
+    got = [r for r in read_metrics(Path(resumed.run_dir) / "metrics.jsonl") if "loss" in r]
+    assert [r["step"] for r in got] == [r["step"] for r in expected] == list(range(1, 9))
+    for want, have in zip(expected, got):
+        assert have["lr"] == want["lr"], f"step {want['step']}"
+        assert have["loss"] == pytest.approx(want["loss"], rel=1e-6, abs=1e-7), f"step {want['step']}"
     assert resumed.metrics["step"] == 8
     assert resumed.best_metrics["eval_loss"] == pytest.approx(straight.best_metrics["eval_loss"], rel=1e-6)
+
+    # Run again on the finished run (as a sweep does for a trial whose driver died after its last
+    # checkpoint): it resumes at the end, trains no further and reports the final metrics again.
+    monkeypatch.delenv(FAIL_AT_STEP_ENV)
+    again = rayft.train(tiny_experiment(tmp_path, name="resumed", train=train, method=method, run={"storage_path": str(tmp_path / "runs"), "max_failures": 1}), resume=True)
+    assert again.metrics["step"] == 8 and again.metrics["eval_loss"] == resumed.metrics["eval_loss"]
+    assert [r for r in read_metrics(Path(resumed.run_dir) / "metrics.jsonl") if "loss" in r] == got
 
 
 def test_packed_training_reports_efficiency_and_learns(tmp_path: Path) -> None:
