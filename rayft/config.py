@@ -702,7 +702,11 @@ class SearchDimension(_Section):
 class SchedulerSection(_Section):
     type: Literal["asha", "median", "none"] = Field("asha", description="Early stopping of poor trials.")
     time_attr: Literal["training_iteration", "step"] = Field(
-        "training_iteration", description="What grace_period and max_t count: evaluation rounds or optimizer steps."
+        "training_iteration",
+        description=(
+            "What grace_period and max_t count: evaluation rounds (reports; the evaluation before training is the first) "
+            "or optimizer steps."
+        ),
     )
     grace_period: int = Field(1, ge=1, description="No trial stops before this much progress.")
     reduction_factor: float = Field(2.0, gt=1, description="ASHA keeps 1/reduction_factor of trials at each rung.")

@@ -14,6 +14,13 @@ from rayft.training.loopback import free_port
 
 WORKER_START_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
 API_SERVER_ENV = "RAY_API_SERVER_ADDRESS"
+EMBEDDED_TRAIN_SETTINGS = {
+    # The controller notices a finished worker group at its next poll: 2 s by default, per run.
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+    # A watcher actor (one more process) for cloud nodes being preempted: none on this machine.
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+}
+"""Ray Train settings for an embedded instance: together ~4 s less per Train run on 2 cores."""
 
 
 class ClusterConnectError(UserInputError):
@@ -53,10 +60,12 @@ def start_local_ray(num_cpus: float, dashboard: bool = False, log_to_driver: boo
     left pointing at a dead cluster: each lookup then waits 40 s for that GCS, and every Train run
     spent ~12 s at shutdown waiting for its cleaner. RAY_API_SERVER_ADDRESS, inherited by every
     Ray process started here, names this instance's dashboard port instead (refused at once when
-    the dashboard is off, which the cleaner tolerates).
+    the dashboard is off, which the cleaner tolerates). EMBEDDED_TRAIN_SETTINGS go the same way.
     """
     port = free_port()
     os.environ[API_SERVER_ENV] = f"http://127.0.0.1:{port}"
+    for name, value in EMBEDDED_TRAIN_SETTINGS.items():  # a user's own setting stands
+        os.environ.setdefault(name, value)
     ray.init(
         address="local",
         num_cpus=num_cpus,

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 import rayft
-from rayft.config import DEFAULT_METRICS, METRICS
+from rayft.config import DEFAULT_METRICS, METRICS, config_from_dict
+from rayft.data.pipeline import read_splits
 from tests.conftest import tiny_experiment, write_jsonl
 
 pytestmark = pytest.mark.ray
@@ -27,7 +28,8 @@ def _rows(task: str, count: int = 160) -> list[dict[str, Any]]:
         elif task == "classification":
             rows.append({"text": f"a {word} thing", "label": "short" if len(word) <= 3 else "long"})
         elif task == "summarization":
-            rows.append({"document": f"{word} {word} {word} and more {word}", "summary": word})
+            day = f"2024-03-{1 + len(rows) % 28:02d}T{len(rows) % 24:02d}:00:00"
+            rows.append({"document": f"{word} {word} {word} and more {word}", "summary": word, "day": day})
         elif task == "text":
             rows.append({"text": f"the {word} is a {word} and the {word} stays {word}"})
         else:
@@ -38,8 +40,10 @@ def _rows(task: str, count: int = 160) -> list[dict[str, Any]]:
 @pytest.mark.parametrize("task", ["qa", "classification", "summarization", "text", "chat"])
 def test_format_trains_end_to_end(tmp_path: Path, task: str) -> None:
     data = write_jsonl(tmp_path / f"{task}.jsonl", _rows(task))
-    # classification takes a stratified split (by label): 61 short and 99 long rows, 10% of each
-    split = {"val": 0.1, "test": 0.0, "seed": 0, **({"stratify_by": "label"} if task == "classification" else {})}
+    # classification takes a stratified split (by label): 61 short and 99 long rows, 10% of each;
+    # summarization a split by time: the latest 10% of the rows validate
+    split = {"val": 0.1, "test": 0.0, "seed": 0}
+    split |= {"classification": {"stratify_by": "label"}, "summarization": {"time_column": "day"}}.get(task, {})
     config = tiny_experiment(
         tmp_path, name=task,
         data={"train": str(data), "format": task, "max_length": 128, "split": split},
@@ -60,3 +64,7 @@ def test_format_trains_end_to_end(tmp_path: Path, task: str) -> None:
         assert report["splits"]["validation"]["labels"] == {"short": 6, "long": 9}
         # labels are scored within the label set: no prediction falls outside it
         assert result.best_metrics["invalid_predictions"] == 0 and 0 <= result.best_metrics["accuracy"] <= 1
+    if task == "summarization":  # the split by time, as the pipeline made it: validation holds the latest rows
+        rows = read_splits(config_from_dict(config), tmp_path / "splits").by_split
+        days = {name: [json.loads(row["record"])["day"] for row in rows[name]] for name in ("train", "validation")}
+        assert len(days["validation"]) == 16 and min(days["validation"]) > max(days["train"])

@@ -12,7 +12,7 @@ from rayft.config import config_from_dict
 from rayft.data.readers import DataError
 from rayft.data.pipeline import QUARANTINE_FILE, SUMMARY_FILE, prepare_datasets, read_splits
 from rayft.models.loading import resolve_base_model, tokenizer_source
-from tests.conftest import QUICKSTART_DATA, S3_BUCKET, put_s3, tiny_experiment, write_jsonl
+from tests.conftest import ASSETS, QUICKSTART_DATA, S3_BUCKET, put_s3, tiny_experiment, write_jsonl
 
 
 def test_ray_pipeline_matches_the_in_process_reader_on_local_and_s3_data(s3, tmp_path: Path) -> None:
@@ -75,3 +75,35 @@ def test_augmented_training_rows_are_counted_and_only_in_train(tmp_path: Path) -
     assert report["augmented"]["word_swap"]["added"] == 40
     train_orders = [row["order"] for row in prepared.datasets["train"].take_all()]
     assert len(set(train_orders)) == 80
+
+
+def test_the_malformed_corpus_gives_the_same_quarantine_on_ray_as_in_process(tmp_path: Path) -> None:
+    """The corpus of bad inputs (tests/assets/malformed) through the Ray pipeline: every bad row in
+    quarantine.jsonl with its file, line, reason and message, exactly as the in-process reader
+    reports them, and read = kept + quarantined + filtered."""
+    files = sorted(str(p) for p in (ASSETS / "malformed").glob("*.jsonl") if p.name not in {"empty.jsonl", "all_bad.jsonl"})
+    config = config_from_dict(tiny_experiment(
+        tmp_path, data={"train": files, "max_bad_fraction": 0.5, "max_length": 96, "split": {"val": 0.0, "test": 0.0}},
+    ))
+    run_dir = tmp_path / "run"
+    prepared = prepare_datasets(config, tokenizer_source(config.model, resolve_base_model(config.model, run_dir)), run_dir)
+    in_process = read_splits(config, tmp_path / "in-process")
+
+    def problems(directory: Path) -> list[tuple[str, int, str, str]]:
+        rows = [json.loads(line) for line in (directory / QUARANTINE_FILE).read_text().splitlines()]
+        return [(Path(r["source"]).name, r["line"], r["reason"], r["detail"]) for r in rows]
+
+    on_ray = problems(run_dir)
+    assert on_ray == problems(tmp_path / "in-process")
+    assert [(name, line, reason) for name, line, reason, _ in on_ray] == [
+        ("missing_fields.jsonl", 2, "missing_field"), ("missing_fields.jsonl", 9, "empty_field"),
+        ("non_utf8.jsonl", 5, "not_utf8"),
+        *[("schema_b.jsonl", line, "missing_field") for line in range(1, 6)],
+        ("truncated_line.jsonl", 20, "malformed_json"),
+        ("wrong_types.jsonl", 3, "wrong_type"), ("wrong_types.jsonl", 7, "wrong_type"),
+    ]
+    assert all(detail for *_, detail in on_ray), "every quarantined row says what is wrong"
+    counts = prepared.counts
+    assert counts.read == in_process.counts.read
+    assert counts.read == counts.kept + sum(counts.quarantined.values()) + sum(counts.filtered.values())
+    assert counts.filtered == in_process.counts.filtered and counts.filtered.get("overlength") == 1  # the huge row

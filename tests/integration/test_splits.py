@@ -1,4 +1,5 @@
-"""Every split strategy trains end to end: k-fold (stratified) and time-based."""
+"""k-fold cross-validation (with a stratified test cut) trains end to end through the CLI; the
+random, stratified and time-based train/validation splits train in test_formats.py."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import yaml
 
 import rayft
 from rayft.cli import main
-from rayft.training.launch import TrainResult
 from tests.conftest import tiny_experiment, write_jsonl
 
 pytestmark = pytest.mark.ray
@@ -47,14 +47,3 @@ def test_kfold_trains_every_fold_and_reports_mean_and_std(tmp_path: Path, capsys
     printed = capsys.readouterr().out
     assert "2-fold cross-validation" in printed
     assert f"mean ± std | {summary['mean']['eval_loss']:.4f} ± {summary['std']['eval_loss']:.4f}" in printed
-
-
-def test_time_split_trains_on_the_past_and_validates_on_the_latest(tmp_path: Path) -> None:
-    data = write_jsonl(tmp_path / "d.jsonl", _rows(100))
-    config = tiny_experiment(tmp_path, name="by-time", train=FAST, eval=NO_TEST_EVAL, data={
-        "train": str(data), "split": {"val": 0.2, "test": 0.1, "time_column": "day"},
-    })
-    result = rayft.train(config)
-    assert isinstance(result, TrainResult)
-    assert result.data["splits"] == {"train": 70, "validation": 20, "test": 10}
-    assert result.best_metrics["eval_loss"] < result.before["eval_loss"]

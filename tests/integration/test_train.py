@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -23,17 +24,32 @@ def _losses(run_dir: Path) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in read_metrics(run_dir / "metrics.jsonl") if "loss" in r}
 
 
-def test_lora_instruction_tuning_improves_and_checkpoints_adapter_only(tmp_path: Path) -> None:
-    config = tiny_experiment(
+LORA = {"type": "lora", "r": 8, "alpha": 16, "dropout": 0.1, "target_modules": "all-linear"}  # dropout: RNG matters on resume
+
+
+def _lora_experiment(tmp_path: Path, name: str, **run: Any) -> dict[str, Any]:
+    return tiny_experiment(
         tmp_path,
-        name="lora",
+        name=name,
         model={"tiny": {"arch": "llama", "layers": 2, "hidden": 64, "heads": 4, "max_position": 128}},
-        method={"type": "lora", "r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear"},
+        method=LORA,
         train={"max_steps": 240, "lr": 3e-3, "batch_size": 8, "logging_steps": 20, "eval_steps": 120, "save_steps": 120,
                "scheduler": "cosine", "warmup_ratio": 0.05},
         eval={"max_generate_examples": 32, "generate": {"max_new_tokens": 6}},
+        run={"storage_path": str(tmp_path / "runs"), **run},
     )
-    result = rayft.train(config)
+
+
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """One uninterrupted LoRA instruction-tuning run: checked for itself, and the reference the
+    crashed run must reproduce."""
+    tmp_path = tmp_path_factory.mktemp("lora")
+    return tmp_path, rayft.train(_lora_experiment(tmp_path, "lora"))
+
+
+def test_lora_instruction_tuning_improves_and_checkpoints_adapter_only(lora_run: tuple[Path, Any]) -> None:
+    _, result = lora_run
     run_dir = Path(result.run_dir)
 
     assert (result.trainable_params, result.total_params) == (23_552, 204_096)
@@ -60,11 +76,47 @@ def test_lora_instruction_tuning_improves_and_checkpoints_adapter_only(tmp_path:
     assert peft_model.peft_config["default"].r == 8
 
 
-def test_full_fine_tuning_trains_every_weight(tmp_path: Path) -> None:
-    config = tiny_experiment(tmp_path, name="full", method={"type": "full"}, train={"max_steps": 30, "lr": 1e-3, "logging_steps": 10, "eval_steps": 30, "save_steps": 30})
+def test_a_crashed_run_resumes_exactly(lora_run: tuple[Path, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pins exact resume: after a crash at step 130, the restarted run continues from the step-120
+    checkpoint and logs the same learning rates and losses as the uninterrupted run, step for step;
+    run once more, the finished run reports its final metrics without training (a Train run with no
+    report gave a resumed sweep trial no result, and Tune ended the sweep with an error)."""
+    tmp_path, straight = lora_run
+    monkeypatch.setenv(FAIL_AT_STEP_ENV, "130")
+    resumed = rayft.train(_lora_experiment(tmp_path, "resumed", max_failures=1))
+
+    expected = [r for r in read_metrics(Path(straight.run_dir) / "metrics.jsonl") if "loss" in r]
+    got = [r for r in read_metrics(Path(resumed.run_dir) / "metrics.jsonl") if "loss" in r]
+    assert [r["step"] for r in got] == [r["step"] for r in expected] == list(range(20, 241, 20))
+    for want, have in zip(expected, got):
+        assert have["lr"] == want["lr"], f"step {want['step']}"
+        assert have["loss"] == pytest.approx(want["loss"], rel=1e-6, abs=1e-7), f"step {want['step']}"
+    assert resumed.metrics["step"] == 240
+    assert resumed.best_metrics["eval_loss"] == pytest.approx(straight.best_metrics["eval_loss"], rel=1e-6)
+
+    # Run again on the finished run (as a sweep does for a trial whose driver died after its last
+    # checkpoint): it resumes at the end, trains no further and reports the final metrics again.
+    monkeypatch.delenv(FAIL_AT_STEP_ENV)
+    again = rayft.train(_lora_experiment(tmp_path, "resumed", max_failures=1), resume=True)
+    assert again.metrics["step"] == 240 and again.metrics["eval_loss"] == resumed.metrics["eval_loss"]
+    assert [r for r in read_metrics(Path(resumed.run_dir) / "metrics.jsonl") if "loss" in r] == got
+
+
+def test_full_fine_tuning_of_packed_sequences_trains_every_weight(tmp_path: Path) -> None:
+    """Full fine-tuning on packed sequences: every weight trains, the packing efficiency is logged
+    and reported, and the loss goes down."""
+    config = tiny_experiment(
+        tmp_path, name="full-packed", method={"type": "full"},
+        data={"packing": True, "max_length": 202},  # examples are 62-67 tokens: exactly 3 fit
+        train={"max_steps": 30, "lr": 1e-3, "logging_steps": 10, "eval_steps": 30, "save_steps": 30, "batch_size": 2},
+    )
     result = rayft.train(config)
     assert result.trainable_params == result.total_params == 57_504  # 2*V*H + L*(4H^2 + 3*H*I + 2H) + H
-    assert result.best_metrics["eval_loss"] < result.before["eval_loss"]
+    start = next(r for r in read_metrics(Path(result.run_dir) / "metrics.jsonl") if r["step"] == 0)
+    report = json.loads((Path(result.run_dir) / "data_report.json").read_text())
+    assert start["packed_sequences"] == report["packing"]["sequences"] == 634  # ceil(1900 / 3)
+    assert start["packing_efficiency"] == report["packing"]["efficiency"] > 0.95
+    assert result.best_metrics["eval_loss"] < result.before["eval_loss"] - 0.5
     train_losses = list(_losses(Path(result.run_dir)).values())
     assert len(train_losses) == 3 and train_losses[-1] < train_losses[0], "the training loss goes down"
     weights = load_file(Path(result.best_checkpoint) / "model" / "model.safetensors")
@@ -72,46 +124,3 @@ def test_full_fine_tuning_trains_every_weight(tmp_path: Path) -> None:
     reloaded = AutoModelForCausalLM.from_pretrained(Path(result.best_checkpoint) / "model")
     base = AutoModelForCausalLM.from_pretrained(Path(result.run_dir) / "base_model")
     assert not torch.equal(reloaded.model.layers[0].mlp.up_proj.weight, base.model.layers[0].mlp.up_proj.weight)
-
-
-def test_a_crashed_run_resumes_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Pins exact resume: after a crash at step 6, the restarted run continues from the step-4
-    checkpoint and logs the same learning rates and losses as an uninterrupted run, step for step;
-    run once more, the finished run reports its final metrics without training (a Train run with no
-    report gave a resumed sweep trial no result, and Tune ended the sweep with an error)."""
-    train = {"max_steps": 8, "logging_steps": 1, "eval_steps": 4, "save_steps": 4, "lr": 3e-3}
-    method = {"type": "lora", "r": 4, "alpha": 8, "dropout": 0.1, "target_modules": "all-linear"}  # dropout: RNG matters
-    straight = rayft.train(tiny_experiment(tmp_path, name="straight", train=train, method=method))
-
-    monkeypatch.setenv(FAIL_AT_STEP_ENV, "6")
-    resumed = rayft.train(tiny_experiment(tmp_path, name="resumed", train=train, method=method, run={"storage_path": str(tmp_path / "runs"), "max_failures": 1}))
-
-    expected = [r for r in read_metrics(Path(straight.run_dir) / "metrics.jsonl") if "loss" in r]
-    got = [r for r in read_metrics(Path(resumed.run_dir) / "metrics.jsonl") if "loss" in r]
-    assert [r["step"] for r in got] == [r["step"] for r in expected] == list(range(1, 9))
-    for want, have in zip(expected, got):
-        assert have["lr"] == want["lr"], f"step {want['step']}"
-        assert have["loss"] == pytest.approx(want["loss"], rel=1e-6, abs=1e-7), f"step {want['step']}"
-    assert resumed.metrics["step"] == 8
-    assert resumed.best_metrics["eval_loss"] == pytest.approx(straight.best_metrics["eval_loss"], rel=1e-6)
-
-    # Run again on the finished run (as a sweep does for a trial whose driver died after its last
-    # checkpoint): it resumes at the end, trains no further and reports the final metrics again.
-    monkeypatch.delenv(FAIL_AT_STEP_ENV)
-    again = rayft.train(tiny_experiment(tmp_path, name="resumed", train=train, method=method, run={"storage_path": str(tmp_path / "runs"), "max_failures": 1}), resume=True)
-    assert again.metrics["step"] == 8 and again.metrics["eval_loss"] == resumed.metrics["eval_loss"]
-    assert [r for r in read_metrics(Path(resumed.run_dir) / "metrics.jsonl") if "loss" in r] == got
-
-
-def test_packed_training_reports_efficiency_and_learns(tmp_path: Path) -> None:
-    config = tiny_experiment(
-        tmp_path, name="packed",
-        data={"packing": True, "max_length": 202},  # examples are 62-67 tokens: exactly 3 fit
-        train={"max_steps": 20, "lr": 5e-3, "logging_steps": 10, "eval_steps": 20, "save_steps": 20, "batch_size": 2},
-    )
-    result = rayft.train(config)
-    start = next(r for r in read_metrics(Path(result.run_dir) / "metrics.jsonl") if r["step"] == 0)
-    report = json.loads((Path(result.run_dir) / "data_report.json").read_text())
-    assert start["packed_sequences"] == report["packing"]["sequences"] == 634  # ceil(1900 / 3)
-    assert start["packing_efficiency"] == report["packing"]["efficiency"] > 0.95
-    assert result.best_metrics["eval_loss"] < result.before["eval_loss"] - 1.0
