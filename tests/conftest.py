@@ -50,6 +50,23 @@ def tiny_experiment(tmp_path: Path, **sections: Any) -> dict[str, Any]:
     return config
 
 
+def examples_from_records(tokenizer: Any, data: Any, records: list[dict[str, Any]]) -> list[Any]:
+    """Records formatted and tokenized as the pipeline does, as the Examples workers train on."""
+    from rayft.data.batching import load_examples
+    from rayft.data.formats import format_record
+    from rayft.data.tokenize import tokenize_formatted
+
+    rows = []
+    for index, record in enumerate(records):
+        formatted = format_record(record, data, tokenizer)
+        tokens = tokenize_formatted(formatted, tokenizer, data)
+        rows.append({
+            "order": index, "input_ids": tokens.input_ids, "labels": tokens.labels, "prompt_len": tokens.prompt_len,
+            "reference": formatted.reference, "alternatives": json.dumps(list(formatted.alternatives)),
+        })
+    return load_examples(rows)
+
+
 def write_jsonl(path: Path, rows: list[Any]) -> Path:
     path.write_text("".join((row if isinstance(row, str) else json.dumps(row)) + "\n" for row in rows))
     return path

@@ -67,7 +67,6 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, merge: bool = Fal
         raise ExportError(f"OUT: {out} is not empty; choose a new directory")
     model_dir = checkpoint / MODEL_DIR
     run = _read_run(checkpoint.parent)
-    head = "sequence_classification" if run.labels is not None else "causal_lm"
     if (model_dir / PEFT_CONFIG).is_file():
         peft_config = PeftConfig.from_pretrained(str(model_dir))
         base = peft_config.base_model_name_or_path or ""

@@ -235,8 +235,10 @@ def train_loop_per_worker(settings: dict[str, Any]) -> None:
     last_eval: dict[str, float] = {}
     stop = False
     while progress.step < max_steps and not stop:
-        batches = epoch_batches(len(train_examples), train_cfg.batch_size, world_size, rank, train_cfg.seed, progress.epoch)
-        while progress.micro_batch < len(batches) and progress.step < max_steps and not stop:
+        epoch = progress.epoch
+        batches = epoch_batches(len(train_examples), train_cfg.batch_size, world_size, rank, train_cfg.seed, epoch)
+        # Until the epoch rolls over: the next epoch takes its own permutation (a resumed run computes it too)
+        while progress.epoch == epoch and progress.step < max_steps and not stop:
             group = batches[progress.micro_batch : progress.micro_batch + train_cfg.grad_accum]
             collated = [batch_of([train_examples[i] for i in ids], tokenizer.pad_token_id) for ids in group]
             window_tokens += sum(len(train_examples[i].input_ids) for ids in group for i in ids)

@@ -33,6 +33,7 @@ from rayft.training.loop import LoopSettings
 from rayft.tune.batch_size import find_batch_size
 from rayft.tune.budget import BudgetedSearch
 from rayft.tune.report import SWEEP_JSON, TrialRow, summarise_trials, write_sweep_report
+from rayft.tune.schedulers import SCHEDULER_STATE, build_scheduler
 from rayft.tune.space import OptunaSpace, tune_space
 
 TUNE_DIR = "tune"
@@ -94,18 +95,6 @@ def _search_algorithm(section: TuneSection, base: dict[str, Any], concurrency: i
     else:
         inner, param_space = BasicVariantGenerator(random_state=section.seed, max_concurrent=concurrency), tune_space(section, base)
     return BudgetedSearch(inner, section.budget, num_workers, sweep_dir), param_space
-
-
-def _scheduler(section: TuneSection) -> Any:
-    spec = section.scheduler
-    if spec.type == "asha":
-        return tune.schedulers.ASHAScheduler(
-            time_attr=spec.time_attr, grace_period=spec.grace_period, reduction_factor=spec.reduction_factor,
-            max_t=spec.max_t or 10**9,
-        )
-    if spec.type == "median":
-        return tune.schedulers.MedianStoppingRule(time_attr=spec.time_attr, grace_period=spec.grace_period, min_samples_required=2)
-    return None
 
 
 def trial_cpus(config: ExperimentConfig) -> float:
@@ -180,6 +169,7 @@ def sweep(
     if resuming:
         tuner = tune.Tuner.restore(str(tune_path), trainable=trainable, resume_unfinished=True, resume_errored=False)
     else:
+        (sweep_dir / SCHEDULER_STATE).unlink(missing_ok=True)  # a new sweep learns nothing from an old one's rungs
         concurrency = concurrent_trials(config, ray.cluster_resources())
         search_alg, param_space = _search_algorithm(section, base, concurrency, config.scaling.num_workers, sweep_dir)
         tuner = tune.Tuner(
@@ -187,7 +177,7 @@ def sweep(
             param_space=param_space,
             tune_config=tune.TuneConfig(
                 metric=section.metric, mode=section.mode, num_samples=section.num_samples, search_alg=search_alg,
-                scheduler=_scheduler(section),
+                scheduler=build_scheduler(section.scheduler, sweep_dir / SCHEDULER_STATE),
             ),
             run_config=tune.RunConfig(name=TUNE_DIR, storage_path=str(sweep_dir), verbose=1),
         )

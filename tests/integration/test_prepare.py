@@ -12,7 +12,7 @@ from rayft.config import config_from_dict
 from rayft.data.readers import DataError
 from rayft.data.pipeline import QUARANTINE_FILE, SUMMARY_FILE, prepare_datasets, read_splits
 from rayft.models.loading import resolve_base_model, tokenizer_source
-from tests.conftest import ASSETS, QUICKSTART_DATA, S3_BUCKET, put_s3, tiny_experiment, write_jsonl
+from tests.conftest import ASSETS, QUICKSTART_DATA, put_s3, tiny_experiment, write_jsonl
 
 
 def test_ray_pipeline_matches_the_in_process_reader_on_local_and_s3_data(s3, tmp_path: Path) -> None:

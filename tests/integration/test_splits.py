@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-import rayft
 from rayft.cli import main
 from tests.conftest import tiny_experiment, write_jsonl
 

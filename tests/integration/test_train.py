@@ -78,7 +78,8 @@ def test_lora_instruction_tuning_improves_and_checkpoints_adapter_only(lora_run:
 
 def test_a_crashed_run_resumes_exactly(lora_run: tuple[Path, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     """Pins exact resume: after a crash at step 130, the restarted run continues from the step-120
-    checkpoint and logs the same learning rates and losses as the uninterrupted run, step for step;
+    checkpoint (one step into the second epoch: 1900 rows / (8 x 2 workers) = 119 steps each, so
+    the second epoch's own shuffle is pinned too) and logs the same learning rates and losses as the uninterrupted run, step for step;
     run once more, the finished run reports its final metrics without training (a Train run with no
     report gave a resumed sweep trial no result, and Tune ended the sweep with an error)."""
     tmp_path, straight = lora_run

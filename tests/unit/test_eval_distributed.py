@@ -8,7 +8,6 @@ workers do (an OpenMP thread pool does not survive a fork).
 
 from __future__ import annotations
 
-import json
 import math
 import multiprocessing
 import os
@@ -28,15 +27,14 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import ByT5Tokenizer
 
-from rayft.config import DataConfig, TinyModelSpec, config_from_dict
-from rayft.data.batching import Example, load_examples
-from rayft.data.formats import format_record
-from rayft.data.tokenize import IGNORE_INDEX, tokenize_formatted
+from rayft.config import TinyModelSpec, config_from_dict
+from rayft.data.batching import Example
+from rayft.data.tokenize import IGNORE_INDEX
 from rayft.evaluate import metrics as m
 from rayft.evaluate.validation import EvalTask, evaluate_split
 from rayft.models.loading import build_tiny_model
 from rayft.training.loopback import free_port
-from tests.conftest import tiny_experiment
+from tests.conftest import examples_from_records, tiny_experiment
 
 WORLD = 2
 BATCH = 2
@@ -83,16 +81,6 @@ def _biased(tokenizer: ByT5Tokenizer, letter: str) -> nn.Module:
     return model
 
 
-def _examples(tokenizer: ByT5Tokenizer, data: DataConfig, records: list[dict[str, Any]]) -> list[Example]:
-    rows = []
-    for index, record in enumerate(records):
-        formatted = format_record(record, data, tokenizer)
-        tokens = tokenize_formatted(formatted, tokenizer, data)
-        rows.append({
-            "order": index, "input_ids": tokens.input_ids, "labels": tokens.labels, "prompt_len": tokens.prompt_len,
-            "reference": formatted.reference, "alternatives": json.dumps(list(formatted.alternatives)),
-        })
-    return load_examples(rows)
 
 
 def _token_losses(model: nn.Module, example: Example) -> tuple[float, int]:
@@ -159,10 +147,10 @@ def test_two_ranks_on_an_uneven_split_report_the_one_process_metrics(tmp_path: P
     label_config = config_from_dict(
         tiny_experiment(tmp_path, data={"format": "classification"}, eval={"metrics": ["accuracy", "f1_macro", "recall_micro"]})
     )
-    qa = (_biased(tokenizer, "x"), _examples(tokenizer, qa_config.data, QA_RECORDS), EvalTask.from_config(qa_config))
+    qa = (_biased(tokenizer, "x"), examples_from_records(tokenizer, qa_config.data, QA_RECORDS), EvalTask.from_config(qa_config))
     labelled = (
         _biased(tokenizer, "p"),
-        _examples(tokenizer, label_config.data, CLASSIFICATION_RECORDS),
+        examples_from_records(tokenizer, label_config.data, CLASSIFICATION_RECORDS),
         EvalTask.from_config(label_config, labels=LABELS),
     )
     single = [evaluate_split(model, tokenizer, examples, task, BATCH, rank=0, world_size=1) for model, examples, task in (qa, labelled)]

@@ -14,16 +14,15 @@ from torch import nn
 from transformers import ByT5Tokenizer
 
 from rayft.config import DEFAULT_METRICS, ConfigError, DataConfig, TinyModelSpec, config_from_dict
-from rayft.data.batching import Example, collate, load_examples
+from rayft.data.batching import collate
 from rayft.data.formats import format_record, validate_record
-from rayft.data.tokenize import tokenize_formatted
 from rayft.evaluate.classify import label_continuations, label_log_likelihoods, predict_labels
 from rayft.evaluate.generation import generate_answers
 from rayft.evaluate.registry import Answers, MetricContext, compute_metrics
 from rayft.evaluate.validation import EvalTask, evaluate_split
 from rayft.models.loading import build_tiny_model
 from rayft.tracking.eval_report import EvalReport, write_eval_report
-from tests.conftest import tiny_experiment
+from tests.conftest import examples_from_records, tiny_experiment
 
 
 @pytest.fixture(scope="module")
@@ -105,22 +104,12 @@ def test_label_prediction_never_leaves_the_label_set(model, tokenizer) -> None:
     assert predict_labels(_always(model, n), tokenizer, prompts, ["neg", "pos"], " ", 2) == ["neg"] * 3
 
 
-def _examples(tokenizer: ByT5Tokenizer, data: DataConfig, records: list[dict]) -> list[Example]:
-    rows = []
-    for index, record in enumerate(records):
-        formatted = format_record(record, data, tokenizer)
-        tokens = tokenize_formatted(formatted, tokenizer, data)
-        rows.append({
-            "order": index, "input_ids": tokens.input_ids, "labels": tokens.labels, "prompt_len": tokens.prompt_len,
-            "reference": formatted.reference, "alternatives": json.dumps(list(formatted.alternatives)),
-        })
-    return load_examples(rows)
 
 
 def test_evaluate_split_in_one_process_gives_token_weighted_loss_and_label_metrics(model, tokenizer, tmp_path: Path) -> None:
     config = config_from_dict(tiny_experiment(tmp_path, data={"format": "classification"}))
     records = [{"text": "good film", "label": "pos"}, {"text": "bad", "label": "neg"}, {"text": "meh", "label": "mixed"}]
-    examples = _examples(tokenizer, config.data, records)
+    examples = examples_from_records(tokenizer, config.data, records)
     task = EvalTask.from_config(config, labels=["neg", "pos"])
     outcome = evaluate_split(_always(model, _ids(tokenizer, "p")[0]), tokenizer, examples, task, batch_size=2, rank=0, world_size=1)
     assert outcome.answers is not None and outcome.answers.predictions == ["pos", "pos", "pos"]
@@ -144,7 +133,7 @@ def test_several_valid_answers_are_read_and_the_first_trains(tokenizer, tmp_path
     formatted = format_record(record, data, tokenizer)
     assert (formatted.reference, formatted.alternatives) == ("Paris", ("paris, France",))
     assert formatted.segments[-1] == (" Paris", True)
-    example = _examples(tokenizer, data, [record])[0]
+    example = examples_from_records(tokenizer, data, [record])[0]
     assert (example.reference, example.alternatives) == ("Paris", ("paris, France",))
     assert validate_record({"question": "q", "answer": []}, data) == "wrong_type: 'answer' must be a string or a non-empty list of non-empty strings"
     assert validate_record({"question": "q", "answer": ["ok", 3]}, data).startswith("wrong_type")
@@ -153,7 +142,7 @@ def test_several_valid_answers_are_read_and_the_first_trains(tokenizer, tmp_path
 
 def test_multi_reference_examples_score_against_their_best_answer(model, tokenizer, tmp_path: Path) -> None:
     config = config_from_dict(tiny_experiment(tmp_path, data={"format": "qa"}, eval={"metrics": ["exact_match", "f1"]}))
-    examples = _examples(tokenizer, config.data, [{"question": "Say x", "answer": ["yyy", "xxxxxx"]}])
+    examples = examples_from_records(tokenizer, config.data, [{"question": "Say x", "answer": ["yyy", "xxxxxx"]}])
     outcome = evaluate_split(_always(model, _ids(tokenizer, "x")[0]), tokenizer, examples, EvalTask.from_config(config), 1, 0, 1)
     assert outcome.answers.references == [["yyy", "xxxxxx"]]
     assert (outcome.metrics["exact_match"], outcome.metrics["f1"]) == (1.0, 1.0)
