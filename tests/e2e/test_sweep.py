@@ -21,10 +21,11 @@ from tests.conftest import REPO
 
 pytestmark = pytest.mark.ray
 
-# Seeded TPE proposes lr 0.01, 1e15, 0.003, 0.003 with seed 3 (startup trials are random); at lr 1e15 the
-# loss is NaN by step 3, caught at logging before that step's evaluation report (so before ASHA can act).
+# Seeded TPE proposes lr 0.01, 1e15, 0.003 with seed 3 (startup trials are random); at lr 1e15 the
+# loss is NaN by step 3, caught at logging before that step's evaluation report (so before ASHA can act);
+# the 0.003 trial is behind the 0.01 one at ASHA's first rung (rungs saved across the resume) and stops.
 SWEEP = [
-    "tune.seed=3", "tune.num_samples=4",
+    "tune.seed=3", "tune.num_samples=3",
     "tune.space={train.lr: {choice: [0.003, 0.01, 1.0e15]}, method.r: {choice: [2, 4], when: {method.type: lora}}, train.batch_size: {choice: [4, 8]}}",
     "tune.scheduler={type: asha, time_attr: training_iteration, grace_period: 2, reduction_factor: 2}",
     "train.max_steps=12", "train.eval_steps=3", "train.save_steps=6", "train.logging_steps=1",
@@ -59,11 +60,11 @@ def test_sweep_early_stops_survives_a_killed_driver_and_reports_a_nan_trial(tmp_
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((sweep_dir / "sweep.json").read_text())
     trials = result["trials"]
-    assert len(trials) == 4  # the total comes to num_samples across the interruption
+    assert len(trials) == 3  # the total comes to num_samples across the interruption
     failed = [t for t in trials if t["status"] == "ERROR"]
     assert [(t["params"]["train.lr"], t["stop_reason"]) for t in failed] == [(1.0e15, "failed: NaN/inf loss")]
     reasons = sorted(t["stop_reason"] for t in trials if t["status"] != "ERROR")
-    assert "stopped early by the scheduler" in reasons and "completed" in reasons
+    assert reasons == ["completed", "stopped early by the scheduler"], trials
     assert all(t["worker_hours"] > 0 for t in trials if t["status"] != "ERROR")
 
     # The searcher came back with its history: Optuna knows every trial, the NaN one as failed.
@@ -72,7 +73,7 @@ def test_sweep_early_stops_survives_a_killed_driver_and_reports_a_nan_trial(tmp_
     searcher = OptunaSearch()
     searcher.restore_from_dir(str(sweep_dir / "tune"))
     states = [trial.state.name for trial in searcher._ot_study.trials]
-    assert len(states) == 4 and states.count("FAIL") == 1
+    assert len(states) == 3 and states.count("FAIL") == 1
 
     # Report, best config ready to run, best checkpoint complete.
     for name in ("sweep.md", "optimization_history.png", "param_importances.png", "parallel_coordinates.png"):
@@ -92,4 +93,4 @@ def test_sweep_early_stops_survives_a_killed_driver_and_reports_a_nan_trial(tmp_
             if times:
                 spans.append((min(times), max(times)))
         spans.sort()
-        assert len(spans) >= 3 and all(later[0] > earlier[1] for earlier, later in zip(spans, spans[1:])), spans
+        assert len(spans) >= 2 and all(later[0] > earlier[1] for earlier, later in zip(spans, spans[1:])), spans

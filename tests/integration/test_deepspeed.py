@@ -1,5 +1,6 @@
 """DeepSpeed ZeRO 0-3 on 2 Ray Train workers (gloo): every method trains under DeepSpeed (each
-stage taken by some method; tests/unit/test_engines.py compares every stage with the torch engine
+stage taken by some method; ZeRO-0 by prompt tuning in test_evaluation.py's early-stopping run;
+tests/unit/test_engines.py compares every stage with the torch engine
 step for step), and a crashed run resumes exactly. Short runs on a 170-row set: each fit is
 mostly start-up."""
 
@@ -89,8 +90,9 @@ def _check_trained_run(result: Any, method: str, stage: int) -> None:
         assert sum(t.numel() for t in saved.values()) > 0
 
 
-# Full fine-tuning trains (at ZeRO-3) in the resume test below; DoRA under DeepSpeed is in tests/unit/test_engines.py.
-@pytest.mark.parametrize(("method", "stage"), [("lora", 2), ("prompt", 0), ("prefix", 1), ("ia3", 1), ("adapter", 3)])
+# Full fine-tuning trains (at ZeRO-3) in the resume test below, prompt tuning (at ZeRO-0) in the
+# early-stopping test of test_evaluation.py; DoRA under DeepSpeed is in tests/unit/test_engines.py.
+@pytest.mark.parametrize(("method", "stage"), [("lora", 2), ("prefix", 1), ("ia3", 1), ("adapter", 3)])
 def test_method_trains_under_zero_stage(tmp_path: Path, small_data: Path, method: str, stage: int) -> None:
     result = rayft.train(_experiment(tmp_path, small_data, f"{method}-zero{stage}", method, stage))
     _check_trained_run(result, method, stage)

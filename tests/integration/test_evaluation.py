@@ -12,20 +12,26 @@ import pytest
 import rayft
 from rayft.config import config_from_dict
 from rayft.tracking.metrics_log import read_metrics
+from rayft.training.deepspeed_config import DEEPSPEED_CONFIG_FILE
 from rayft.training.evaluation import evaluate
 from tests.conftest import tiny_experiment, write_jsonl
+from tests.integration.method_specs import METHODS
 
 pytestmark = pytest.mark.ray
 
 
 def test_early_stopping_ends_the_run_at_the_right_step_and_the_test_split_is_scored(tmp_path: Path) -> None:
     """eval every 2 steps; min_delta 100 makes every evaluation after the first a non-improvement,
-    so with patience 2 the run must stop at step 6 (evaluations at 2: best, 4: 1 bad, 6: 2 bad)."""
+    so with patience 2 the run must stop at step 6 (evaluations at 2: best, 4: 1 bad, 6: 2 bad).
+    The run is prompt tuning under DeepSpeed ZeRO-0, the stage and method test_deepspeed.py leaves
+    to it: every rank stops together inside DeepSpeed, and the prompt's loss goes down."""
     general = write_jsonl(tmp_path / "general.jsonl", [{"text": f"The river {i} runs to the sea past the old mill."} for i in range(24)])
+    method, lr, method_file = METHODS["prompt"]
     config = tiny_experiment(
-        tmp_path, name="stops",
+        tmp_path, name="stops", method=method,
         data={"split": {"val": 0.02, "test": 0.01, "seed": 0}},
-        train={"max_steps": 40, "logging_steps": 2, "eval_steps": 2, "save_steps": 4,
+        train={"max_steps": 40, "lr": lr, "logging_steps": 2, "eval_steps": 2, "save_steps": 4,
+               "backend": "deepspeed", "deepspeed": {"stage": 0},
                "early_stopping": {"metric": "eval_loss", "mode": "min", "patience": 2, "min_delta": 100.0}},
         eval={"general": str(general), "max_generate_examples": 8, "generate": {"max_new_tokens": 4}},
     )
@@ -41,6 +47,12 @@ def test_early_stopping_ends_the_run_at_the_right_step_and_the_test_split_is_sco
     assert records[-1]["stop_reason"] == "early_stopping"
     assert [c["step"] for c in result.checkpoints] == [4, 6], "the state training stopped in is checkpointed"
     assert result.best_step in {4, 6} and result.best_metrics["step"] == result.best_step
+    losses = [r["loss"] for r in records if "loss" in r]
+    assert len(losses) == 3 and losses[-1] < losses[0], f"prompt tuning under DeepSpeed: {losses}"
+    assert result.best_metrics["eval_loss"] < result.before["eval_loss"]
+    assert json.loads((run_dir / DEEPSPEED_CONFIG_FILE).read_text())["zero_optimization"]["stage"] == 0
+    assert 0 < result.trainable_params < result.total_params
+    assert (Path(result.best_checkpoint) / "model" / method_file).is_file()
 
     # forgetting monitor: the general set is scored at every evaluation, before training too
     assert all("general_eval_loss" in r and "general_perplexity" in r for r in records if "eval_loss" in r)
