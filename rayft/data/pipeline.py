@@ -77,20 +77,22 @@ def assign_split_names(keys: pd.DataFrame, data: DataConfig, carve_val: bool) ->
     """The split of every good data.train row, from its keys alone (file_index, line, entry,
     stratum, time). Keys are taken in (file, line) order, so the result does not depend on the
     order Ray produced them in. Rows left out by weighted mixing get MIXED_OUT."""
-    keys = keys.sort_values(["file_index", "line"])
+    # Positions in (file, line) order; columns are taken through them only when needed (a sorted
+    # copy of the whole table was most of the driver's memory growth with the data).
+    in_order = np.lexsort((keys["line"].to_numpy(), keys["file_index"].to_numpy()))
     split = data.split
-    strata = keys["stratum"].tolist() if split.stratify_by else None
-    times = keys["time"].tolist() if split.time_column else None
+    strata = keys["stratum"].to_numpy()[in_order].tolist() if split.stratify_by else None
+    times = keys["time"].to_numpy()[in_order].tolist() if split.time_column else None
     labels = assign_splits(len(keys), split, carve_val=carve_val and data.kfold is None, strata=strata, times=times)
     if data.kfold is not None:
         if data.kfold.fold is None:
             raise ValueError("data.kfold.fold must be chosen before splitting (rayft.train runs every fold)")
         folds = assign_folds(labels, data.kfold, split.seed, strata)
         labels = [TEST if label == TEST else VAL if fold == data.kfold.fold else TRAIN for label, fold in zip(labels, folds)]
-    names = pd.Series(labels, index=keys.index, dtype=object)
+    names = pd.Series(labels, index=keys.index[in_order], dtype=object)
     if data.weights is not None:
         train_positions = np.flatnonzero(names.to_numpy() == TRAIN)
-        keep = mixed_keep(keys["entry"].to_numpy()[train_positions].tolist(), data.weights, split.seed)
+        keep = mixed_keep(keys["entry"].to_numpy()[in_order][train_positions].tolist(), data.weights, split.seed)
         left_out = np.setdiff1d(np.arange(len(train_positions)), keep)
         names.iloc[train_positions[left_out]] = MIXED_OUT
     return names
@@ -154,11 +156,12 @@ def _first_problems(rows: Iterable[dict[str, Any]], n_train_files: int) -> dict[
 
 def _split_keys(keys: pd.DataFrame, data: DataConfig, n_train_files: int) -> tuple[pd.Series, DataCounts]:
     """Split name per good row (indexed like `keys`) and the read/quarantine/mixing counts."""
-    good = keys[keys["reason"] == ""]
-    from_train = good["file_index"] < n_train_files
-    names = assign_split_names(good[from_train], data, carve_val=not data.validation)
+    good = (keys["reason"] == "").to_numpy()
+    from_train = (keys["file_index"] < n_train_files).to_numpy()
+    split_columns = ["file_index", "line", "entry", "stratum", "time"]
+    names = assign_split_names(keys.loc[good & from_train, split_columns], data, carve_val=not data.validation)
     if data.validation:
-        names = pd.concat([names, pd.Series(VAL, index=good.index[~from_train], dtype=object)])
+        names = pd.concat([names, pd.Series(VAL, index=keys.index[good & ~from_train], dtype=object)])
     mixed_out = int((names == MIXED_OUT).sum())
     counts = DataCounts(
         read=len(keys),

@@ -34,18 +34,19 @@ def parse_time(value: Any) -> float | None:
     return None
 
 
-def _cut(rows: Sequence[int], fraction: float, at_least_one: bool) -> int:
+def _cut(rows: Sequence[int] | np.ndarray, fraction: float, at_least_one: bool) -> int:
     count = math.floor(fraction * len(rows))
     return 1 if at_least_one and fraction > 0 and count == 0 and len(rows) > 1 else count
 
 
-def _groups(n_rows: int, strata: Sequence[Hashable] | None) -> list[list[int]]:
+def _groups(n_rows: int, strata: Sequence[Hashable] | None) -> list[np.ndarray]:
+    """Row positions per stratum (one group without strata), as index arrays: 8 bytes a row."""
     if strata is None:
-        return [list(range(n_rows))]
+        return [np.arange(n_rows)]
     by_value: dict[Hashable, list[int]] = defaultdict(list)
     for row, value in enumerate(strata):
         by_value[value].append(row)
-    return [by_value[value] for value in sorted(by_value, key=repr)]
+    return [np.asarray(by_value[value], dtype=np.int64) for value in sorted(by_value, key=repr)]
 
 
 def assign_splits(
@@ -60,26 +61,22 @@ def assign_splits(
     Random: a seeded permutation. Stratified: the same cut inside each stratum, so every split
     keeps the strata's proportions. By time: the latest rows are test, the next latest validation.
     """
-    labels = [TRAIN] * n_rows
+    labels = np.full(n_rows, TRAIN, dtype=object)  # index arrays, not lists: the driver holds one per row
     if times is not None:
-        ordered = sorted(range(n_rows), key=lambda row: (times[row], row), reverse=True)
+        ordered = np.asarray(sorted(range(n_rows), key=lambda row: (times[row], row), reverse=True), dtype=np.int64)
         n_test = _cut(ordered, split.test, False)
         n_val = _cut(ordered, split.val, True) if carve_val else 0
-        for row in ordered[:n_test]:
-            labels[row] = TEST
-        for row in ordered[n_test : n_test + n_val]:
-            labels[row] = VAL
-        return labels
+        labels[ordered[:n_test]] = TEST
+        labels[ordered[n_test : n_test + n_val]] = VAL
+        return labels.tolist()
     rng = np.random.default_rng(split.seed)
     for group in _groups(n_rows, strata):
-        order = [group[i] for i in rng.permutation(len(group))]
+        order = group[rng.permutation(len(group))]
         n_test = _cut(order, split.test, strata is None)
         n_val = _cut(order, split.val, strata is None) if carve_val else 0
-        for row in order[:n_test]:
-            labels[row] = TEST
-        for row in order[n_test : n_test + n_val]:
-            labels[row] = VAL
-    return labels
+        labels[order[:n_test]] = TEST
+        labels[order[n_test : n_test + n_val]] = VAL
+    return labels.tolist()
 
 
 def assign_folds(labels: Sequence[str], kfold: KFoldConfig, seed: int, strata: Sequence[Hashable] | None = None) -> list[int]:

@@ -60,7 +60,7 @@ def default_settings(config: ExperimentConfig, hidden_size: int | None = None) -
 
     With the model's hidden size, the communication buckets are sized to the model as the
     transformers Trainer sizes its "auto" values. DeepSpeed's own defaults (5e8 elements) suit
-    billion-parameter models; on a small one, ZeRO-3 with them peaked 12% higher per worker
+    billion-parameter models; on a small one, ZeRO-3 with them peaked 11% higher per worker
     (benchmarks/RESULTS.md).
     """
     defaults: dict[str, Any] = {
