@@ -29,7 +29,7 @@ def _experiment(storage: Path, steps: int, name: str, tune: dict) -> dict:
         "model": {"tiny": {"arch": "llama", "layers": 2, "hidden": 32, "heads": 4, "max_position": 128}},
         "method": {"type": "lora", "r": 4, "alpha": 8, "dropout": 0.0, "target_modules": "all-linear"},
         "data": {"train": str(REPO / "experiments/data/quickstart.jsonl"), "max_length": 96, "split": {"val": 0.1, "test": 0.0}},
-        "train": {"max_steps": steps, "batch_size": 8, "eval_steps": 5, "save_steps": steps, "logging_steps": 5},
+        "train": {"max_steps": steps, "batch_size": 8, "eval_steps": 2, "save_steps": steps, "logging_steps": 2},
         "eval": {"metrics": ["perplexity"], "max_generate_examples": 1},
         "scaling": {"num_workers": 2},
         "run": {"storage_path": str(storage)},
