@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pickle
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +30,18 @@ def _write_atomically(path: Path, payload: bytes) -> None:
     os.replace(partial, path)
 
 
-class _Persistent:
+class _Persistent(ABC):
     """Mixin: save after every result or completion; restore once, when Tune sets the metric."""
 
     _state_path: str
 
+    @abstractmethod
     def _saved_state(self) -> dict[str, Any]:
-        raise NotImplementedError
+        """What to keep: plain data keyed by trial id (Trial objects do not survive a restore)."""
 
+    @abstractmethod
     def _load_state(self, state: dict[str, Any]) -> None:
-        raise NotImplementedError
+        """Take back what `_saved_state` kept."""
 
     def _persist(self) -> None:
         _write_atomically(Path(self._state_path), pickle.dumps(self._saved_state()))
