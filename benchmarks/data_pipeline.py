@@ -57,7 +57,6 @@ def measure_memory(data_path: str, mode: str) -> None:
 
     from rayft.config import config_from_dict
     from rayft.data.pipeline import prepare_datasets, read_splits
-    from rayft.data.report import stats_from_rows
     from rayft.models.loading import load_tokenizer, resolve_base_model, tokenizer_source
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -74,8 +73,8 @@ def measure_memory(data_path: str, mode: str) -> None:
             prepared = prepare_datasets(config, tokenizer_path, run_dir)
             rows = sum(prepared.counts.splits.values())
         else:
-            split_rows = read_splits(config, run_dir)
-            rows = len(stats_from_rows(split_rows, config, tokenizer))
+            split_rows = read_splits(config, run_dir, tokenizer)
+            rows = sum(facts.rows for facts in split_rows.facts.values())
         print(json.dumps({"baseline_mb": baseline, "peak_mb": _rss_mb(), "seconds": time.perf_counter() - start, "rows": rows}))
         ray.shutdown()
 
@@ -143,7 +142,7 @@ def measure_throughput(data_path: Path, processes: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, nargs="*", default=[10_000, 100_000], help="sizes for the memory part (none: skip it)")
-    parser.add_argument("--throughput-rows", type=int, default=20_000)
+    parser.add_argument("--throughput-rows", type=int, default=20_000, help="rows for the throughput part (0: skip it)")
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -157,6 +156,8 @@ def main() -> None:
             for mode in ("ray", "in_process"):
                 m = _child(path, mode)
                 print(f"  {n:>7} rows  {mode:<10}  +{m['peak_mb'] - m['baseline_mb']:7.1f} MB  ({m['seconds']:.1f} s, {m['rows']} rows)")
+        if not args.throughput_rows:
+            return
         path = write_rows(Path(scratch) / "throughput.jsonl", args.throughput_rows)
         t = measure_throughput(path, args.processes)
         print(f"tokenize + pack {args.throughput_rows} rows with {args.processes} processes:")

@@ -738,6 +738,11 @@ class TuneSection(_Section):
     space: dict[str, SearchDimension] = Field(description="Dotted config key -> search dimension.")
     search: Literal["optuna", "random", "grid"] = Field("optuna", description="Searcher (Optuna: TPE).")
     seed: int = Field(0, description="Seed of the searcher.")
+    startup_trials: int = Field(
+        10, ge=1,
+        description="Optuna: trials sampled at random before TPE models the results (Optuna's default 10); "
+        "a small num_samples leaves TPE few trials to use what it learnt unless this is lower.",
+    )
     scheduler: SchedulerSection = Field(default_factory=SchedulerSection)
     max_concurrent_trials: int | None = Field(
         None, ge=1, description="Trials at once; default: as many as the cluster's CPUs (or GPUs) fit."

@@ -6,8 +6,9 @@ Counts reconcile: read = kept + quarantined + filtered (augmented rows are count
 
 Two drivers over the per-row steps in rows.py:
 - `prepare_datasets` (training): Ray Data reads and validates the files (a task per file) and
-  formats and tokenizes each split; the driver only sees a small key table (file, line, split
-  keys) to assign splits and the report's per-row facts. Records never pass through the driver.
+  formats and tokenizes each split. Records never pass through the driver: it holds an 8-byte
+  order key per good row (plus the stratum, time or mixing entry when the split needs them) to
+  assign splits, and streams the report's facts into counters (facts.py).
 - `read_splits` (previews, `rayft data report`, tests): the same steps in-process, without Ray,
   with the same counts (both tally a tokenized split with `_count_split`).
 """
@@ -24,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pandas.api.types import union_categoricals
 import ray
 import ray.data
 from transformers import PreTrainedTokenizerBase
@@ -31,8 +33,9 @@ from transformers import PreTrainedTokenizerBase
 from rayft.config import DataConfig, ExperimentConfig
 from rayft.data.augment import augment_train, augmentation_counts, check_augment
 from rayft.data.classification import label_names, label_of, sorted_labels
+from rayft.data.facts import SplitFacts
 from rayft.data.readers import DataError, expand_paths, read_rows
-from rayft.data.rows import KEY_COLUMNS, ROW_COLUMNS, STAT_COLUMNS, order_key, row_features, source_files, validated_rows
+from rayft.data.rows import ROW_COLUMNS, STAT_COLUMNS, order_key, row_features, source_files, validated_rows
 from rayft.data.split import TEST, TRAIN, VAL, assign_folds, assign_splits
 
 QUARANTINE_FILE = "quarantine.jsonl"
@@ -73,12 +76,11 @@ def check_data_paths(data: DataConfig) -> None:
 # ---------------------------------------------------------------------------- splits from keys
 
 
-def assign_split_names(keys: pd.DataFrame, data: DataConfig, carve_val: bool) -> pd.Series:
-    """The split of every good data.train row, from its keys alone (file_index, line, entry,
-    stratum, time). Keys are taken in (file, line) order, so the result does not depend on the
-    order Ray produced them in. Rows left out by weighted mixing get MIXED_OUT."""
-    # Positions in (file, line) order; columns are taken through them only when needed (a sorted
-    # copy of the whole table was most of the driver's memory growth with the data).
+def assign_split_names(keys: pd.DataFrame, data: DataConfig, carve_val: bool) -> np.ndarray:
+    """The split of every good data.train row (an array aligned with `keys`), from its keys alone
+    (file_index, line; entry, stratum and time where the config uses them). Keys are taken in
+    (file, line) order, so the result does not depend on the order Ray produced them in. Rows
+    left out by weighted mixing get MIXED_OUT."""
     in_order = np.lexsort((keys["line"].to_numpy(), keys["file_index"].to_numpy()))
     split = data.split
     strata = keys["stratum"].to_numpy()[in_order].tolist() if split.stratify_by else None
@@ -89,12 +91,13 @@ def assign_split_names(keys: pd.DataFrame, data: DataConfig, carve_val: bool) ->
             raise ValueError("data.kfold.fold must be chosen before splitting (rayft.train runs every fold)")
         folds = assign_folds(labels, data.kfold, split.seed, strata)
         labels = [TEST if label == TEST else VAL if fold == data.kfold.fold else TRAIN for label, fold in zip(labels, folds)]
-    names = pd.Series(labels, index=keys.index[in_order], dtype=object)
+    ordered = np.asarray(labels, dtype=object)
     if data.weights is not None:
-        train_positions = np.flatnonzero(names.to_numpy() == TRAIN)
+        train_positions = np.flatnonzero(ordered == TRAIN)
         keep = mixed_keep(keys["entry"].to_numpy()[in_order][train_positions].tolist(), data.weights, split.seed)
-        left_out = np.setdiff1d(np.arange(len(train_positions)), keep)
-        names.iloc[train_positions[left_out]] = MIXED_OUT
+        ordered[np.setdiff1d(train_positions, train_positions[keep])] = MIXED_OUT
+    names = np.empty(len(keys), dtype=object)
+    names[in_order] = ordered
     return names
 
 
@@ -129,9 +132,7 @@ def _write_quarantine(problems: Iterable[dict[str, Any]], path: Path) -> None:
             handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
 
 
-def _check_usable(keys: pd.DataFrame, first_problem: dict[str, Any] | None, key: str, data: DataConfig, quarantine: Path) -> None:
-    total = len(keys)
-    bad = int((keys["reason"] != "").sum())
+def _check_usable(total: int, bad: int, first_problem: dict[str, Any] | None, key: str, data: DataConfig, quarantine: Path) -> None:
     if total == 0:
         raise DataError(f"{key}: the files hold no rows; add data or point {key} elsewhere")
     first = "" if first_problem is None else (
@@ -154,21 +155,29 @@ def _first_problems(rows: Iterable[dict[str, Any]], n_train_files: int) -> dict[
     return first
 
 
-def _split_keys(keys: pd.DataFrame, data: DataConfig, n_train_files: int) -> tuple[pd.Series, DataCounts]:
-    """Split name per good row (indexed like `keys`) and the read/quarantine/mixing counts."""
-    good = (keys["reason"] == "").to_numpy()
+def split_key_columns(data: DataConfig) -> list[str]:
+    """The columns assign_split_names reads under this config: file and line always, the mixing
+    entry, stratum and time only when the config mixes, stratifies or splits by time."""
+    split = data.split
+    return ["file_index", "line", *(["entry"] if data.weights else []), *(["stratum"] if split.stratify_by else []),
+            *(["time"] if split.time_column else [])]
+
+
+def _split_names(keys: pd.DataFrame, data: DataConfig, n_train_files: int) -> np.ndarray:
+    """The split of every good row (aligned with `keys`): data.validation rows are validation."""
     from_train = (keys["file_index"] < n_train_files).to_numpy()
-    split_columns = ["file_index", "line", "entry", "stratum", "time"]
-    names = assign_split_names(keys.loc[good & from_train, split_columns], data, carve_val=not data.validation)
-    if data.validation:
-        names = pd.concat([names, pd.Series(VAL, index=keys.index[good & ~from_train], dtype=object)])
+    names = np.empty(len(keys), dtype=object)
+    names.fill(VAL)  # np.full would build a fixed-width string array of the fill first: 80 bytes a row
+    names[from_train] = assign_split_names(keys[from_train], data, carve_val=not data.validation)
+    return names
+
+
+def _read_counts(total: int, problems: list[dict[str, Any]], names: np.ndarray) -> DataCounts:
+    """Rows read, quarantined (by reason) and left out by mixing."""
     mixed_out = int((names == MIXED_OUT).sum())
-    counts = DataCounts(
-        read=len(keys),
-        quarantined=dict(Counter(keys.loc[keys["reason"] != "", "reason"])),
-        filtered={MIXED_OUT: mixed_out} if mixed_out else {},
+    return DataCounts(
+        read=total, quarantined=dict(Counter(row["reason"] for row in problems)), filtered={MIXED_OUT: mixed_out} if mixed_out else {},
     )
-    return names, counts
 
 
 def _sources(data: DataConfig) -> tuple[list[dict[str, Any]], int]:
@@ -187,6 +196,8 @@ class SplitRows:
 
     by_split: dict[str, list[dict[str, Any]]]
     counts: DataCounts
+    facts: dict[str, SplitFacts]
+    """What the report needs of each split (see facts.py)."""
 
 
 def read_splits(config: ExperimentConfig, run_dir: Path, tokenizer: PreTrainedTokenizerBase | None = None) -> SplitRows:
@@ -197,16 +208,17 @@ def read_splits(config: ExperimentConfig, run_dir: Path, tokenizer: PreTrainedTo
     data = config.data
     files, n_train_files = _sources(data)
     rows = [row for item in files for row in validated_rows(item, data)]
-    keys = pd.DataFrame(rows, columns=ROW_COLUMNS)
+    good = [row for row in rows if not row["reason"]]
     problems = [row for row in rows if row["reason"]]
     quarantine = run_dir / QUARANTINE_FILE
     _write_quarantine(problems, quarantine)
-    _check_all_usable(keys, problems, data, n_train_files, quarantine)
-    names, counts = _split_keys(keys, data, n_train_files)
+    keys = pd.DataFrame(good, columns=split_key_columns(data))
+    _check_all_usable(keys["file_index"].to_numpy(), problems, data, n_train_files, quarantine)
+    names = _split_names(keys, data, n_train_files)
+    counts = _read_counts(len(rows), problems, names)
     by_split: dict[str, list[dict[str, Any]]] = {name: [] for name in SPLITS}
-    for position, name in names.sort_index().items():
+    for row, name in zip(good, names):
         if name in by_split:
-            row = rows[position]
             by_split[name].append(row | {"order": int(order_key(row["file_index"], row["line"], row["copy"]))})
     if tokenizer is None:
         from rayft.models.loading import configured_tokenizer
@@ -216,37 +228,43 @@ def read_splits(config: ExperimentConfig, run_dir: Path, tokenizer: PreTrainedTo
     if config.model.head == "sequence_classification":  # every good row's label, as the Ray path finds them
         label2id = {label: index for index, label in enumerate(label_names((row["record"] for row in rows if not row["reason"]), data))}
     filtered: Counter[str] = Counter()
+    facts: dict[str, SplitFacts] = {}
     for name, members in by_split.items():
         for row in members:
             row["features"] = row_features(row["record"], data, tokenizer, label2id)
-        stats = pd.DataFrame([row["features"] for row in members], columns=STAT_COLUMNS).assign(copy=0)
         overlong = [row for row in members if row["features"]["drop_reason"].startswith("overlength")]
         if data.overlength == "error" and overlong:  # a run stops here too (see _fail_on_overlength)
             first = min(overlong, key=lambda row: (row["source"], row["line"]))
             raise _overlength_error(first["source"], first["line"], first["features"]["drop_reason"])
-        _count_split(counts, filtered, name, stats)
+        facts[name] = SplitFacts()
+        if members:
+            facts[name].add(pd.DataFrame([row["features"] for row in members], columns=STAT_COLUMNS).assign(copy=0))
+        _count_split(counts, filtered, name, facts[name])
     counts.filtered = dict(Counter(counts.filtered) + filtered)
-    return SplitRows(by_split, counts)
+    return SplitRows(by_split, counts, facts)
 
 
-def _count_split(counts: DataCounts, filtered: Counter[str], name: str, stats: pd.DataFrame) -> None:
-    """Add one tokenized split (its per-row facts: copy, drop_reason, truncated) to the counts.
-    Both drivers call this, so they agree. Input rows (copy 0) count as kept, filtered (by reason)
-    or truncated; augmented copies only enter the split's size."""
-    dropped = stats["drop_reason"] != ""
-    original = stats["copy"] == 0
-    counts.splits[name] = int((~dropped).sum())
-    counts.kept += int((original & ~dropped).sum())
-    counts.truncated[name] = int((original & stats["truncated"].astype(bool)).sum())
-    filtered.update(reason.partition(":")[0] for reason in stats.loc[original & dropped, "drop_reason"])
+def _count_split(counts: DataCounts, filtered: Counter[str], name: str, facts: SplitFacts) -> None:
+    """Add one tokenized split to the counts. Both drivers call this, so they agree. Input rows
+    (copy 0) count as kept, filtered (by reason) or truncated; augmented copies only enter the
+    split's size."""
+    counts.splits[name] = facts.examples
+    counts.kept += facts.kept
+    counts.truncated[name] = facts.truncated
+    filtered.update(facts.filtered)
 
 
-def _check_all_usable(keys: pd.DataFrame, problems: Iterable[dict[str, Any]], data: DataConfig, n_train_files: int, quarantine: Path) -> None:
+def _check_all_usable(
+    good_file_index: np.ndarray, problems: list[dict[str, Any]], data: DataConfig, n_train_files: int, quarantine: Path
+) -> None:
+    """Stop on files with no rows, only bad rows or more than data.max_bad_fraction of them."""
     first = _first_problems(problems, n_train_files)
-    from_train = keys["file_index"] < n_train_files
-    _check_usable(keys[from_train], first.get("data.train"), "data.train", data, quarantine)
+    bad_train = sum(1 for row in problems if row["file_index"] < n_train_files)
+    good_train = int((good_file_index < n_train_files).sum())
+    _check_usable(good_train + bad_train, bad_train, first.get("data.train"), "data.train", data, quarantine)
     if data.validation:
-        _check_usable(keys[~from_train], first.get("data.validation"), "data.validation", data, quarantine)
+        bad_val, good_val = len(problems) - bad_train, len(good_file_index) - good_train
+        _check_usable(good_val + bad_val, bad_val, first.get("data.validation"), "data.validation", data, quarantine)
 
 
 # ---------------------------------------------------------------------------- Ray Data driver
@@ -257,8 +275,8 @@ class PreparedData:
     datasets: dict[str, ray.data.Dataset]
     """Tokenized splits that hold rows (train always), columns TRAINING_COLUMNS."""
     counts: DataCounts
-    stats: pd.DataFrame
-    """Per-row report facts (STAT_COLUMNS plus split) of every formatted row."""
+    facts: dict[str, SplitFacts]
+    """What the report needs of each split that holds rows (see facts.py)."""
     labels: list[str] | None = None
     """The label set of a classification task (None otherwise), in id order; see label_set."""
 
@@ -316,41 +334,71 @@ def prepare_datasets(config: ExperimentConfig, tokenizer_path: str, run_dir: Pat
     files, n_train_files = _sources(data)
     items = ray.data.from_items(files, override_num_blocks=len(files))
     validated = items.map_batches(_read_file_batches, fn_kwargs={"data": data}, batch_size=1, batch_format="pandas").materialize()
-    keys = validated.select_columns(KEY_COLUMNS).to_pandas() if validated.count() else pd.DataFrame(columns=KEY_COLUMNS)
+    total = validated.count()
 
     quarantine = run_dir / QUARANTINE_FILE
     bad = validated.filter(lambda row: row["reason"] != "")
-    _write_quarantine(_in_order(bad.select_columns(["source", "file_index", "line", "reason", "detail", "raw"]).take_all()), quarantine)
-    _check_all_usable(keys, _in_order(bad.select_columns(["source", "file_index", "line", "reason", "detail"]).take_all()), data, n_train_files, quarantine)
-    names, counts = _split_keys(keys, data, n_train_files)
-
+    problems = _in_order(bad.select_columns(["source", "file_index", "line", "reason", "detail", "raw"]).take_all()) if total else []
+    _write_quarantine(problems, quarantine)
     good = validated.filter(lambda row: row["reason"] == "")
+    keys = _gather_keys(good, split_key_columns(data)) if total else pd.DataFrame(columns=split_key_columns(data))
+    _check_all_usable(keys["file_index"].to_numpy(), problems, data, n_train_files, quarantine)
+    names = _split_names(keys, data, n_train_files)
+    counts = _read_counts(total, problems, names)
+    all_orders = order_key(keys["file_index"].to_numpy(np.int64), keys["line"].to_numpy(np.int64), 0)
+    del keys
+
     head_labels = _head_labels(good, data) if config.model.head == "sequence_classification" else None
     label2id = None if head_labels is None else {label: index for index, label in enumerate(head_labels)}
     datasets: dict[str, ray.data.Dataset] = {}
-    stats: list[pd.DataFrame] = []
+    facts: dict[str, SplitFacts] = {}
     filtered: Counter[str] = Counter()
     for name in SPLITS:
-        members = keys.loc[names.index[names == name]]
-        if members.empty:
+        orders = np.sort(all_orders[names == name])
+        if not len(orders):
             counts.splits[name] = counts.truncated[name] = 0
             continue
-        orders = np.sort(order_key(members["file_index"], members["line"], members["copy"]).to_numpy())
         rows = good.map_batches(_take_split, fn_args=(ray.put(orders),), batch_format="pandas")
+        del orders
         if name == TRAIN and data.augment:
             # Materialized before Train starts: paraphrase actors need CPUs the workers will hold.
             rows = augment_train(rows.select_columns(AUGMENT_INPUT_COLUMNS), data, data.split.seed).materialize()
             counts.augmented = {op: c for op, c in augmentation_counts(rows, data, data.split.seed).items() if op != "original"}
         tokenized = rows.map_batches(_TokenizeBatch(tokenizer_path, data, label2id), batch_format="pandas").materialize()
-        split_stats = tokenized.select_columns(["copy", "augmented", *STAT_COLUMNS]).to_pandas().assign(split=name)
-        if data.overlength == "error" and split_stats["drop_reason"].str.startswith("overlength").any():
+        facts[name] = _stream_facts(tokenized)
+        if data.overlength == "error" and facts[name].any_overlength:
             _fail_on_overlength(tokenized)
-        _count_split(counts, filtered, name, split_stats)
+        _count_split(counts, filtered, name, facts[name])
         datasets[name] = _kept(tokenized)
-        stats.append(split_stats)
-    prepared = _finish(counts, filtered, datasets, pd.concat(stats, ignore_index=True), run_dir)
-    prepared.labels = head_labels if head_labels is not None else label_set(prepared.stats, data)
+    prepared = _finish(counts, filtered, datasets, facts, run_dir)
+    prepared.labels = head_labels if head_labels is not None else label_set(prepared.facts, data)
     return prepared
+
+
+_KEY_DTYPES = {"file_index": np.int32, "line": np.int64, "entry": np.int16, "time": np.float64}
+
+
+def _gather_keys(good: ray.data.Dataset, columns: list[str]) -> pd.DataFrame:
+    """The good rows' split keys, column by column in compact types (a stratum as a categorical):
+    all the driver keeps per row to assign splits."""
+    parts: dict[str, list[Any]] = {column: [] for column in columns}
+    for batch in good.select_columns(columns).iter_batches(batch_format="pandas", batch_size=8192):
+        for column in columns:
+            values = batch[column]
+            parts[column].append(pd.Categorical(values) if column == "stratum" else values.to_numpy(_KEY_DTYPES[column]))
+    return pd.DataFrame({
+        column: (union_categoricals(chunks) if column == "stratum" else np.concatenate(chunks)) if chunks
+        else np.zeros(0, _KEY_DTYPES.get(column, object))
+        for column, chunks in parts.items()
+    })
+
+
+def _stream_facts(tokenized: ray.data.Dataset) -> SplitFacts:
+    """A tokenized split's report facts, batch by batch (the split never sits in the driver whole)."""
+    facts = SplitFacts()
+    for batch in tokenized.select_columns(["copy", "augmented", *STAT_COLUMNS]).iter_batches(batch_format="pandas", batch_size=8192):
+        facts.add(batch)
+    return facts
 
 
 def _head_labels(good: ray.data.Dataset, data: DataConfig) -> list[str]:
@@ -390,30 +438,28 @@ def _kept(tokenized: ray.data.Dataset) -> ray.data.Dataset:
 
 
 def _finish(
-    counts: DataCounts, filtered: Counter[str], datasets: dict[str, ray.data.Dataset], stats: pd.DataFrame, run_dir: Path
+    counts: DataCounts, filtered: Counter[str], datasets: dict[str, ray.data.Dataset], facts: dict[str, SplitFacts], run_dir: Path
 ) -> PreparedData:
     counts.filtered = dict(Counter(counts.filtered) + filtered)
-    made = stats[stats["copy"] > 0]
-    filtered_made = made.loc[made["drop_reason"] != "", "augmented"].value_counts()
+    filtered_copies = facts[TRAIN].filtered_copies if TRAIN in facts else Counter()
     for op, op_counts in counts.augmented.items():
-        op_counts["filtered"] = int(filtered_made.get(op, 0))
+        op_counts["filtered"] = int(filtered_copies.get(op, 0))
     (run_dir / SUMMARY_FILE).write_text(json.dumps(asdict(counts), indent=2) + "\n")
     if counts.splits.get(TRAIN, 0) == 0:
         raise DataError(f"data.train: no training rows left after filtering ({counts.filtered}); see {run_dir / SUMMARY_FILE}")
-    return PreparedData(datasets, counts, stats)
+    return PreparedData(datasets, counts, facts)
 
 
 # ---------------------------------------------------------------------------- evaluation inputs
 
 
-def label_set(stats: pd.DataFrame, data: DataConfig) -> list[str] | None:
+def label_set(facts: dict[str, SplitFacts], data: DataConfig) -> list[str] | None:
     """Sorted distinct labels of the training split's input rows (classification scored by a
-    causal LM; None otherwise), from the per-row facts of prepare_datasets, so training and
-    `rayft eval` agree on it."""
+    causal LM; None otherwise), from the facts of prepare_datasets, so training and `rayft eval`
+    agree on it."""
     if data.format != "classification":
         return None
-    train = stats[(stats["split"] == TRAIN) & (stats["copy"] == 0)]
-    return sorted({str(label) for label in train["label"] if label != ""})
+    return sorted(facts[TRAIN].labels) if TRAIN in facts else []
 
 
 GENERAL_QUARANTINE_FILE = "general_quarantine.jsonl"
@@ -439,11 +485,10 @@ def read_general(config: ExperimentConfig, run_dir: Path) -> list[dict[str, Any]
     if data is None:
         return []
     rows = [row for item in source_files(data.train, "eval.general.files") for row in validated_rows(item, data)]
-    keys = pd.DataFrame(rows, columns=ROW_COLUMNS)
     problems = [row for row in rows if row["reason"]]
     quarantine = run_dir / GENERAL_QUARANTINE_FILE
     _write_quarantine(problems, quarantine)
-    _check_usable(keys, problems[0] if problems else None, "eval.general.files", data, quarantine)
+    _check_usable(len(rows), len(problems), problems[0] if problems else None, "eval.general.files", data, quarantine)
     return [row for row in rows if not row["reason"]]
 
 

@@ -7,23 +7,21 @@ directory at the start of each run, and by `rayft data report`.
 from __future__ import annotations
 
 import json
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
 from transformers import PreTrainedTokenizerBase  # noqa: E402
 
 from rayft.config import ExperimentConfig  # noqa: E402
+from rayft.data.facts import SplitFacts, expanded  # noqa: E402
 from rayft.data.packing import packing_stats  # noqa: E402
-from rayft.data.pipeline import MIXED_OUT, DataCounts, SplitRows, read_splits  # noqa: E402
-from rayft.data.rows import STAT_COLUMNS, row_features  # noqa: E402
+from rayft.data.pipeline import MIXED_OUT, SPLITS, DataCounts, read_splits  # noqa: E402
+from rayft.data.split import TRAIN  # noqa: E402
 
 REPORT_JSON, REPORT_MD, LENGTHS_PNG = "data_report.json", "data_report.md", "token_lengths.png"
 
@@ -73,60 +71,42 @@ def _length_summary(lengths: list[int]) -> dict[str, float]:
     }
 
 
-def stats_from_rows(split_rows: SplitRows, config: ExperimentConfig, tokenizer: PreTrainedTokenizerBase) -> pd.DataFrame:
-    """The report's per-row facts for rows read in-process (`rayft data report`): the features
-    read_splits computed (tokenized here only for rows without them); a training run gets the same
-    columns from its Ray Data tokenize step instead."""
-    frames = [
-        pd.DataFrame(
-            [{name: features[name] for name in STAT_COLUMNS} for features in (_features(row, config, tokenizer) for row in rows)],
-            columns=STAT_COLUMNS,
-        ).assign(split=name, copy=0, augmented="")
-        for name, rows in split_rows.by_split.items()
-    ]
-    return pd.concat(frames, ignore_index=True)
+def _duplicates(fingerprints: np.ndarray) -> int:
+    return len(fingerprints) - len(np.unique(fingerprints))
 
 
-def _features(row: dict[str, Any], config: ExperimentConfig, tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
-    return row.get("features") or row_features(row["record"], config.data, tokenizer)
-
-
-def build_report(config: ExperimentConfig, counts: DataCounts, stats: pd.DataFrame) -> tuple[DataReport, dict[str, list[int]]]:
-    """The report from per-row facts (STAT_COLUMNS, split, copy), and every kept example's token
-    length per split (for the histogram). Quality numbers cover the input rows; augmented rows are
-    counted apart and enter only what training sees (packing)."""
+def build_report(config: ExperimentConfig, counts: DataCounts, facts: dict[str, SplitFacts]) -> tuple[DataReport, dict[str, list[int]]]:
+    """The report from each split's facts, and every kept input row's token length per split
+    (sorted, for the histogram). Quality numbers cover the input rows; augmented rows are counted
+    apart and enter only what training sees (packing)."""
     data = config.data
     splits: dict[str, SplitReport] = {}
     lengths: dict[str, list[int]] = {}
-    norm_keys: dict[str, pd.Series] = {}
-    for name in ("train", "validation", "test"):
-        frame = stats[(stats["split"] == name) & (stats["copy"] == 0)]
-        kept = frame[frame["drop_reason"] == ""]
-        formatted = frame[frame["text_hash"] != 0]
-        empty = Counter(role for roles in frame["empty_roles"] if roles for role in roles.split(","))
-        labels = frame.loc[frame["label"] != "", "label"].value_counts()
-        filtered = Counter(reason.partition(":")[0] for reason in frame.loc[frame["drop_reason"] != "", "drop_reason"])
-        lengths[name] = [int(n) for n in kept["length"]]
+    for name in SPLITS:
+        split = facts.get(name) or SplitFacts()
+        lengths[name] = expanded(split.input_lengths)
         splits[name] = SplitReport(
-            rows=len(frame),
-            exact_duplicates=len(formatted) - formatted["text_hash"].nunique(),
-            normalised_duplicates=len(formatted) - formatted["norm_hash"].nunique(),
-            empty_optional_fields=dict(sorted(empty.items())),
-            filtered=dict(sorted(filtered.items())),
-            truncated=int(kept["truncated"].astype(bool).sum()),
+            rows=split.rows,
+            exact_duplicates=_duplicates(split.text_hashes),
+            normalised_duplicates=_duplicates(split.norm_hashes),
+            empty_optional_fields=dict(sorted(split.empty_roles.items())),
+            filtered=dict(sorted(split.filtered.items())),
+            truncated=split.truncated,
             token_lengths=_length_summary(lengths[name]),
-            labels={str(label): int(n) for label, n in sorted(labels.items())},
+            labels=dict(sorted(split.labels.items())),
         )
-        norm_keys[name] = formatted["norm_hash"]
     # Rows, not distinct texts: two validation copies of a training row are two leaked rows.
-    overlap = {name: int(norm_keys[name].isin(norm_keys["train"]).sum()) for name in ("validation", "test") if len(norm_keys[name])}
+    train_texts = facts[TRAIN].norm_hashes if TRAIN in facts else np.zeros(0, dtype=np.int64)
+    overlap = {
+        name: int(np.isin(facts[name].norm_hashes, train_texts).sum()) for name in SPLITS[1:] if name in facts and len(facts[name].norm_hashes)
+    }
     report = DataReport(
         counts.read, dict(counts.quarantined), data.max_length, splits, overlap, kept=counts.kept, filtered=dict(counts.filtered),
         mixed_out=counts.filtered.get(MIXED_OUT, 0), overlength=data.overlength, augmentation=dict(counts.augmented) or None,
     )
-    trained = stats[(stats["split"] == "train") & (stats["drop_reason"] == "")]
-    if data.packing and len(trained):
-        packed = packing_stats([int(n) for n in trained["length"]], data.max_length)
+    trained = facts[TRAIN].example_lengths if TRAIN in facts else None
+    if data.packing and trained:
+        packed = packing_stats(expanded(trained), data.max_length)
         report.packing = {"examples": packed.examples, "sequences": packed.sequences, "efficiency": round(packed.efficiency, 4)}
     return report, lengths
 
@@ -184,8 +164,8 @@ def render_markdown(report: DataReport) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(config: ExperimentConfig, counts: DataCounts, stats: pd.DataFrame, out_dir: Path) -> DataReport:
-    report, lengths = build_report(config, counts, stats)
+def write_report(config: ExperimentConfig, counts: DataCounts, facts: dict[str, SplitFacts], out_dir: Path) -> DataReport:
+    report, lengths = build_report(config, counts, facts)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / REPORT_JSON).write_text(json.dumps(asdict(report), indent=2) + "\n")
     (out_dir / REPORT_MD).write_text(render_markdown(report))
@@ -196,4 +176,4 @@ def write_report(config: ExperimentConfig, counts: DataCounts, stats: pd.DataFra
 def report_for(config: ExperimentConfig, tokenizer: PreTrainedTokenizerBase, out_dir: Path) -> str:
     """`rayft data report`: read and split as a run would (in-process), write the report into out_dir, return its markdown."""
     split_rows = read_splits(config, out_dir, tokenizer)
-    return render_markdown(write_report(config, split_rows.counts, stats_from_rows(split_rows, config, tokenizer), out_dir))
+    return render_markdown(write_report(config, split_rows.counts, split_rows.facts, out_dir))

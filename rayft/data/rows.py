@@ -26,7 +26,7 @@ from rayft.data.split import parse_time
 from rayft.data.tokenize import Dropped, tokenize_formatted
 
 KEY_COLUMNS = ["file_index", "line", "entry", "copy", "reason", "stratum", "time"]
-"""The small columns the driver needs to assign splits; records stay on Ray."""
+"""A row's position (file, line, copy), mixing entry, quarantine reason and split keys."""
 ROW_COLUMNS = ["source", *KEY_COLUMNS, "record", "detail", "raw"]
 
 _FILE_OFFSET = 256  # file_index may be negative (-1 - op) for synthetic rows made by augmentation

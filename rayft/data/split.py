@@ -18,6 +18,8 @@ import numpy as np
 from rayft.config import KFoldConfig, SplitConfig
 
 TRAIN, VAL, TEST = "train", "validation", "test"
+_NAMES = np.array([TRAIN, VAL, TEST], dtype=object)
+_CODES = {name: code for code, name in enumerate(_NAMES)}
 
 
 def parse_time(value: Any) -> float | None:
@@ -61,34 +63,35 @@ def assign_splits(
     Random: a seeded permutation. Stratified: the same cut inside each stratum, so every split
     keeps the strata's proportions. By time: the latest rows are test, the next latest validation.
     """
-    labels = np.full(n_rows, TRAIN, dtype=object)  # index arrays, not lists: the driver holds one per row
+    # One byte a row while assigning (the driver holds this for every row), names at the end.
+    codes = np.zeros(n_rows, dtype=np.int8)
     if times is not None:
-        ordered = np.asarray(sorted(range(n_rows), key=lambda row: (times[row], row), reverse=True), dtype=np.int64)
+        # Latest first; among equal times the later row first (stable sort of the reversed rows).
+        ordered = n_rows - 1 - np.argsort(-np.asarray(times, dtype=np.float64)[::-1], kind="stable")
         n_test = _cut(ordered, split.test, False)
         n_val = _cut(ordered, split.val, True) if carve_val else 0
-        labels[ordered[:n_test]] = TEST
-        labels[ordered[n_test : n_test + n_val]] = VAL
-        return labels.tolist()
+        codes[ordered[:n_test]] = _CODES[TEST]
+        codes[ordered[n_test : n_test + n_val]] = _CODES[VAL]
+        return _NAMES[codes].tolist()
     rng = np.random.default_rng(split.seed)
     for group in _groups(n_rows, strata):
         order = group[rng.permutation(len(group))]
         n_test = _cut(order, split.test, strata is None)
         n_val = _cut(order, split.val, strata is None) if carve_val else 0
-        labels[order[:n_test]] = TEST
-        labels[order[n_test : n_test + n_val]] = VAL
-    return labels.tolist()
+        codes[order[:n_test]] = _CODES[TEST]
+        codes[order[n_test : n_test + n_val]] = _CODES[VAL]
+    return _NAMES[codes].tolist()
 
 
 def assign_folds(labels: Sequence[str], kfold: KFoldConfig, seed: int, strata: Sequence[Hashable] | None = None) -> list[int]:
     """The fold (0..k-1) of each non-test row, -1 for test rows; strata are dealt round-robin so
     every fold keeps their proportions."""
-    folds = [-1] * len(labels)
-    candidates = [row for row, label in enumerate(labels) if label != TEST]
+    folds = np.full(len(labels), -1, dtype=np.int64)
+    candidates = np.flatnonzero(np.asarray(labels, dtype=object) != TEST)
     subset_strata = None if strata is None else [strata[row] for row in candidates]
     rng = np.random.default_rng([seed, kfold.k])
     position = 0
     for group in _groups(len(candidates), subset_strata):
-        for index in rng.permutation(len(group)):
-            folds[candidates[group[index]]] = position % kfold.k
-            position += 1
-    return folds
+        folds[candidates[group[rng.permutation(len(group))]]] = (position + np.arange(len(group))) % kfold.k
+        position += len(group)
+    return folds.tolist()

@@ -217,7 +217,7 @@ def _train_one(config: ExperimentConfig, address: str | None, resume: bool) -> T
 
     ensure_ray(address, config.scaling.num_workers * config.scaling.cpus_per_worker + 1)
     prepared = prepare_datasets(config, tokenizer_path, run_dir)
-    write_report(config, prepared.counts, prepared.stats, run_dir)
+    write_report(config, prepared.counts, prepared.facts, run_dir)
     datasets = {name: prepared.datasets[name] for name in ("train", "validation") if name in prepared.datasets}
     general = general_dataset(config, general_rows, tokenizer_path) if "validation" in datasets else None
     if general is not None:

@@ -89,7 +89,7 @@ def _search_algorithm(section: TuneSection, base: dict[str, Any], concurrency: i
         import optuna
         from ray.tune.search.optuna import OptunaSearch
 
-        sampler = optuna.samplers.TPESampler(seed=section.seed)
+        sampler = optuna.samplers.TPESampler(seed=section.seed, n_startup_trials=section.startup_trials)
         optuna_search = OptunaSearch(space=OptunaSpace(section, base), metric=section.metric, mode=section.mode, sampler=sampler)
         inner, param_space = SearchGenerator(ConcurrencyLimiter(optuna_search, max_concurrent=concurrency)), {}
     else:
@@ -152,7 +152,7 @@ def sweep(
         config = config_from_dict(config.model_dump(mode="json"), [f"train.batch_size={found}"])
         (sweep_dir / CONFIG_FILE).write_text(to_yaml(config))
     prepared = prepare_datasets(config, tokenizer_path, sweep_dir)
-    write_report(config, prepared.counts, prepared.stats, sweep_dir)
+    write_report(config, prepared.counts, prepared.facts, sweep_dir)
     datasets = {name: prepared.datasets[name] for name in ("train", "validation") if name in prepared.datasets}
     general = general_dataset(config, general_rows, tokenizer_path)
     if general is not None:

@@ -42,8 +42,8 @@ def test_ray_pipeline_matches_the_in_process_reader_on_local_and_s3_data(s3, tmp
         orders = [row["order"] for row in got]
         assert len(set(orders)) == len(orders) == counts.splits[name]
         expected_orders = {row["order"] for row in expected.by_split[name]}
-        dropped = set(prepared.stats.query("split == @name and drop_reason != ''").index)
-        assert set(orders) <= expected_orders and len(expected_orders) - len(orders) == len(dropped)
+        dropped = sum(prepared.facts[name].filtered.values())
+        assert set(orders) <= expected_orders and len(expected_orders) - len(orders) == dropped
     assert set(prepared.datasets) == {"train", "validation", "test"}
     assert counts.filtered.get("overlength", 0) > 0  # max_length 66 cuts some rows: counted, not lost
 

@@ -14,8 +14,9 @@ import pytest
 
 from rayft.cli import main
 from rayft.config import config_from_dict
+from rayft.data.facts import SplitFacts
 from rayft.data.pipeline import DataCounts, _count_split, read_splits
-from rayft.data.report import LENGTHS_PNG, REPORT_JSON, REPORT_MD, DataReport, build_report, render_markdown, stats_from_rows, write_report
+from rayft.data.report import LENGTHS_PNG, REPORT_JSON, REPORT_MD, DataReport, build_report, render_markdown, write_report
 from rayft.models.loading import configured_tokenizer
 from tests.conftest import QUICKSTART_DATA, REPO, tiny_experiment, write_jsonl
 
@@ -26,7 +27,7 @@ def _report(tmp_path: Path, rows: list[dict], **data) -> tuple[DataReport, dict[
     config = config_from_dict(tiny_experiment(tmp_path, data={"train": str(write_jsonl(tmp_path / "d.jsonl", rows)), **data}))
     tokenizer = configured_tokenizer(config.model)
     split_rows = read_splits(config, tmp_path / "run", tokenizer)
-    report, lengths = build_report(config, split_rows.counts, stats_from_rows(split_rows, config, tokenizer))
+    report, lengths = build_report(config, split_rows.counts, split_rows.facts)
     return report, lengths, split_rows.counts
 
 
@@ -57,7 +58,7 @@ def test_duplicates_empty_fields_and_token_lengths(tmp_path: Path) -> None:
     assert train.exact_duplicates == 2  # rows 2 and 5
     assert train.normalised_duplicates == 4  # rows 2, 3, 5 and 7
     assert train.empty_optional_fields == {"input": 5}
-    assert lengths["train"] == [33, 33, 34, 29, 29, 40, 41]
+    assert lengths["train"] == [29, 29, 33, 33, 34, 40, 41]  # sorted
     assert train.token_lengths == {"min": 29, "mean": 34.1, "p50": 33.0, "p95": pytest.approx(40.7), "max": 41}
     assert report.splits["validation"].rows == report.splits["test"].rows == 0
     assert report.overlap_with_train == {}, "no held-out rows, nothing to leak"
@@ -86,7 +87,7 @@ def test_train_validation_overlap_counts_leaked_rows(tmp_path: Path) -> None:
     config = config_from_dict(tiny_experiment(tmp_path, data={"train": str(train), "validation": str(validation)}))
     tokenizer = configured_tokenizer(config.model)
     split_rows = read_splits(config, tmp_path / "run", tokenizer)
-    report, _ = build_report(config, split_rows.counts, stats_from_rows(split_rows, config, tokenizer))
+    report, _ = build_report(config, split_rows.counts, split_rows.facts)
     assert report.overlap_with_train == {"validation": 3}
     assert "Overlap with train (normalised text, leakage): validation 3" in render_markdown(report)
 
@@ -130,7 +131,7 @@ def test_weighted_mixing_shows_the_rows_left_out(tmp_path: Path) -> None:
     config = config_from_dict(tiny_experiment(tmp_path, data={"train": [str(task), str(replay)], "weights": [0.5, 0.5], "split": NO_HOLDOUT}))
     tokenizer = configured_tokenizer(config.model)
     split_rows = read_splits(config, tmp_path / "run", tokenizer)
-    report, _ = build_report(config, split_rows.counts, stats_from_rows(split_rows, config, tokenizer))
+    report, _ = build_report(config, split_rows.counts, split_rows.facts)
     assert (report.read, report.kept, report.mixed_out, report.filtered) == (28, 16, 12, {"mixed_out": 12})
     markdown = render_markdown(report)
     assert "Rows read: 28 = kept 16 + quarantined 0 + filtered 12 {'mixed_out': 12}" in markdown
@@ -143,7 +144,7 @@ def test_write_report_writes_json_markdown_and_a_real_png(tmp_path: Path) -> Non
     tokenizer = configured_tokenizer(config.model)
     split_rows = read_splits(config, tmp_path / "run", tokenizer)
     out = tmp_path / "report"
-    write_report(config, split_rows.counts, stats_from_rows(split_rows, config, tokenizer), out)
+    write_report(config, split_rows.counts, split_rows.facts, out)
     assert {p.name for p in out.iterdir()} == {REPORT_JSON, REPORT_MD, LENGTHS_PNG}
     png = out / LENGTHS_PNG
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -157,14 +158,21 @@ def test_write_report_writes_json_markdown_and_a_real_png(tmp_path: Path) -> Non
 def test_split_counts_take_input_rows_only() -> None:
     """Pins the counting both drivers share (_count_split, the Ray Data path's too): augmented copies
     (copy > 0) enter the split's size but never kept, filtered or truncated, which count input rows."""
-    stats = pd.DataFrame({
+    facts = SplitFacts()
+    facts.add(pd.DataFrame({
         "copy": [0, 0, 0, 1, 1],
+        "augmented": ["", "", "", "word_swap", "word_swap"],
         "drop_reason": ["", "overlength: 70 tokens > max_length 64", "", "", "overlength: 71 tokens > max_length 64"],
         "truncated": [True, False, False, True, False],
-    })
+        "text_hash": [11, 12, 11, 13, 14], "norm_hash": [21, 22, 21, 23, 24], "label": ["", "", "", "", ""],
+        "empty_roles": ["input", "", "input", "", ""], "length": [64, 0, 30, 64, 0],
+    }))
     counts, filtered = DataCounts(read=3), Counter[str]()
-    _count_split(counts, filtered, "train", stats)
+    _count_split(counts, filtered, "train", facts)
     assert (counts.splits, counts.kept, counts.truncated, dict(filtered)) == ({"train": 3}, 2, {"train": 1}, {"overlength": 1})
+    # What the report takes from the same batch: input rows only, except what packing sees.
+    assert (facts.rows, facts.filtered_copies, facts.empty_roles) == (3, {"word_swap": 1}, {"input": 2})
+    assert (list(facts.text_hashes), dict(facts.input_lengths), dict(facts.example_lengths)) == ([11, 12, 11], {64: 1, 30: 1}, {64: 2, 30: 1})
 
 
 def _quickstart_lengths() -> list[int]:

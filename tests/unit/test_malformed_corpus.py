@@ -11,8 +11,7 @@ import pytest
 from rayft.config import config_from_dict
 from rayft.data.pipeline import QUARANTINE_FILE, read_splits
 from rayft.data.readers import DataError
-from rayft.data.report import build_report, stats_from_rows
-from rayft.models.loading import configured_tokenizer
+from rayft.data.report import build_report
 from tests.conftest import ASSETS, tiny_experiment
 
 CORPUS = ASSETS / "malformed"
@@ -59,7 +58,6 @@ def test_empty_file_and_all_bad_rows_stop_with_a_message(tmp_path: Path) -> None
 def test_a_huge_row_is_filtered_as_overlength_and_counted(tmp_path: Path) -> None:
     config, rows, quarantined = _read(tmp_path, "huge_row.jsonl", split={"val": 0.0, "test": 0.0})
     assert quarantined == []
-    stats = stats_from_rows(rows, config, configured_tokenizer(config.model))
-    report, lengths = build_report(config, rows.counts, stats)
+    report, lengths = build_report(config, rows.counts, rows.facts)
     assert report.splits["train"].filtered == {"overlength": 1}
     assert len(lengths["train"]) == 19
