@@ -74,7 +74,7 @@ def measure_memory(data_path: str, mode: str) -> None:
             rows = sum(prepared.counts.splits.values())
         else:
             split_rows = read_splits(config, run_dir, tokenizer)
-            rows = sum(facts.rows for facts in split_rows.facts.values())
+            rows = sum(facts.rows for facts in split_rows.facts.splits.values())
         print(json.dumps({"baseline_mb": baseline, "peak_mb": _rss_mb(), "seconds": time.perf_counter() - start, "rows": rows}))
         ray.shutdown()
 

@@ -84,3 +84,39 @@ def _joined(parts: list[np.ndarray]) -> np.ndarray:
 def expanded(lengths: Counter[int]) -> list[int]:
     """Every length as often as it occurs, in increasing order."""
     return [length for length in sorted(lengths) for _ in range(lengths[length])]
+
+
+@dataclass
+class Fingerprints:
+    """What the fingerprints say: duplicates inside each split and rows that leak train text."""
+
+    exact_duplicates: dict[str, int] = field(default_factory=dict)
+    normalised_duplicates: dict[str, int] = field(default_factory=dict)
+    overlap_with_train: dict[str, int] = field(default_factory=dict)
+    """Rows (not distinct texts) of the held-out splits whose normalised text is also in train."""
+
+
+@dataclass
+class DataFacts:
+    splits: dict[str, SplitFacts]
+    fingerprints: Fingerprints
+
+
+def summarise_fingerprints(splits: dict[str, SplitFacts], train: str = "train") -> DataFacts:
+    """Count duplicates and leakage, then drop the fingerprints: what the report keeps is small.
+    The Ray driver runs this as a task next to the data (see pipeline.py)."""
+    train_texts = splits[train].norm_hashes if train in splits else np.zeros(0, dtype=np.int64)
+    fingerprints = Fingerprints(
+        exact_duplicates={name: _duplicates(facts.text_hashes) for name, facts in splits.items()},
+        normalised_duplicates={name: _duplicates(facts.norm_hashes) for name, facts in splits.items()},
+        overlap_with_train={
+            name: int(np.isin(facts.norm_hashes, train_texts).sum()) for name, facts in splits.items() if name != train and len(facts.norm_hashes)
+        },
+    )
+    for facts in splits.values():
+        facts._text_hashes, facts._norm_hashes = [], []
+    return DataFacts(splits, fingerprints)
+
+
+def _duplicates(fingerprints: np.ndarray) -> int:
+    return len(fingerprints) - len(np.unique(fingerprints))

@@ -6,15 +6,16 @@ Counts reconcile: read = kept + quarantined + filtered (augmented rows are count
 
 Two drivers over the per-row steps in rows.py:
 - `prepare_datasets` (training): Ray Data reads and validates the files (a task per file) and
-  formats and tokenizes each split. Records never pass through the driver: it holds an 8-byte
-  order key per good row (plus the stratum, time or mixing entry when the split needs them) to
-  assign splits, and streams the report's facts into counters (facts.py).
+  formats and tokenizes each split. Nothing per row passes through the driver: Ray tasks next to
+  the data assign the splits from the rows' keys (each split's order keys stay in the object
+  store) and gather the report's facts (facts.py); the driver gets counts.
 - `read_splits` (previews, `rayft data report`, tests): the same steps in-process, without Ray,
   with the same counts (both tally a tokenized split with `_count_split`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 from collections.abc import Iterable
@@ -33,7 +34,7 @@ from transformers import PreTrainedTokenizerBase
 from rayft.config import DataConfig, ExperimentConfig
 from rayft.data.augment import augment_train, augmentation_counts, check_augment
 from rayft.data.classification import label_names, label_of, sorted_labels
-from rayft.data.facts import SplitFacts
+from rayft.data.facts import DataFacts, SplitFacts, summarise_fingerprints
 from rayft.data.readers import DataError, expand_paths, read_rows
 from rayft.data.rows import ROW_COLUMNS, STAT_COLUMNS, order_key, row_features, source_files, validated_rows
 from rayft.data.split import TEST, TRAIN, VAL, assign_folds, assign_splits
@@ -172,9 +173,8 @@ def _split_names(keys: pd.DataFrame, data: DataConfig, n_train_files: int) -> np
     return names
 
 
-def _read_counts(total: int, problems: list[dict[str, Any]], names: np.ndarray) -> DataCounts:
+def _read_counts(total: int, problems: list[dict[str, Any]], mixed_out: int) -> DataCounts:
     """Rows read, quarantined (by reason) and left out by mixing."""
-    mixed_out = int((names == MIXED_OUT).sum())
     return DataCounts(
         read=total, quarantined=dict(Counter(row["reason"] for row in problems)), filtered={MIXED_OUT: mixed_out} if mixed_out else {},
     )
@@ -196,7 +196,7 @@ class SplitRows:
 
     by_split: dict[str, list[dict[str, Any]]]
     counts: DataCounts
-    facts: dict[str, SplitFacts]
+    facts: DataFacts
     """What the report needs of each split (see facts.py)."""
 
 
@@ -213,9 +213,10 @@ def read_splits(config: ExperimentConfig, run_dir: Path, tokenizer: PreTrainedTo
     quarantine = run_dir / QUARANTINE_FILE
     _write_quarantine(problems, quarantine)
     keys = pd.DataFrame(good, columns=split_key_columns(data))
-    _check_all_usable(keys["file_index"].to_numpy(), problems, data, n_train_files, quarantine)
+    good_train = int((keys["file_index"] < n_train_files).sum())
+    _check_all_usable(good_train, len(keys) - good_train, problems, data, n_train_files, quarantine)
     names = _split_names(keys, data, n_train_files)
-    counts = _read_counts(len(rows), problems, names)
+    counts = _read_counts(len(rows), problems, int((names == MIXED_OUT).sum()))
     by_split: dict[str, list[dict[str, Any]]] = {name: [] for name in SPLITS}
     for row, name in zip(good, names):
         if name in by_split:
@@ -241,7 +242,7 @@ def read_splits(config: ExperimentConfig, run_dir: Path, tokenizer: PreTrainedTo
             facts[name].add(pd.DataFrame([row["features"] for row in members], columns=STAT_COLUMNS).assign(copy=0))
         _count_split(counts, filtered, name, facts[name])
     counts.filtered = dict(Counter(counts.filtered) + filtered)
-    return SplitRows(by_split, counts, facts)
+    return SplitRows(by_split, counts, summarise_fingerprints(facts, TRAIN))
 
 
 def _count_split(counts: DataCounts, filtered: Counter[str], name: str, facts: SplitFacts) -> None:
@@ -255,15 +256,14 @@ def _count_split(counts: DataCounts, filtered: Counter[str], name: str, facts: S
 
 
 def _check_all_usable(
-    good_file_index: np.ndarray, problems: list[dict[str, Any]], data: DataConfig, n_train_files: int, quarantine: Path
+    good_train: int, good_val: int, problems: list[dict[str, Any]], data: DataConfig, n_train_files: int, quarantine: Path
 ) -> None:
     """Stop on files with no rows, only bad rows or more than data.max_bad_fraction of them."""
     first = _first_problems(problems, n_train_files)
     bad_train = sum(1 for row in problems if row["file_index"] < n_train_files)
-    good_train = int((good_file_index < n_train_files).sum())
     _check_usable(good_train + bad_train, bad_train, first.get("data.train"), "data.train", data, quarantine)
     if data.validation:
-        bad_val, good_val = len(problems) - bad_train, len(good_file_index) - good_train
+        bad_val = len(problems) - bad_train
         _check_usable(good_val + bad_val, bad_val, first.get("data.validation"), "data.validation", data, quarantine)
 
 
@@ -275,7 +275,7 @@ class PreparedData:
     datasets: dict[str, ray.data.Dataset]
     """Tokenized splits that hold rows (train always), columns TRAINING_COLUMNS."""
     counts: DataCounts
-    facts: dict[str, SplitFacts]
+    facts: DataFacts
     """What the report needs of each split that holds rows (see facts.py)."""
     labels: list[str] | None = None
     """The label set of a classification task (None otherwise), in id order; see label_set."""
@@ -340,47 +340,83 @@ def prepare_datasets(config: ExperimentConfig, tokenizer_path: str, run_dir: Pat
     bad = validated.filter(lambda row: row["reason"] != "")
     problems = _in_order(bad.select_columns(["source", "file_index", "line", "reason", "detail", "raw"]).take_all()) if total else []
     _write_quarantine(problems, quarantine)
+    from_train = validated.filter(lambda row: row["file_index"] < n_train_files).count() if data.validation else total
+    bad_train = sum(1 for row in problems if row["file_index"] < n_train_files)
+    _check_all_usable(from_train - bad_train, total - from_train - (len(problems) - bad_train), problems, data, n_train_files, quarantine)
     good = validated.filter(lambda row: row["reason"] == "")
-    keys = _gather_keys(good, split_key_columns(data)) if total else pd.DataFrame(columns=split_key_columns(data))
-    _check_all_usable(keys["file_index"].to_numpy(), problems, data, n_train_files, quarantine)
-    names = _split_names(keys, data, n_train_files)
-    counts = _read_counts(total, problems, names)
-    all_orders = order_key(keys["file_index"].to_numpy(np.int64), keys["line"].to_numpy(np.int64), 0)
-    del keys
+    summary_ref, *order_refs = _assign_splits.remote(good, data, n_train_files)
+    mixed_out, sizes = _resolved(summary_ref)
+    counts = _read_counts(total, problems, mixed_out)
 
     head_labels = _head_labels(good, data) if config.model.head == "sequence_classification" else None
     label2id = None if head_labels is None else {label: index for index, label in enumerate(head_labels)}
     datasets: dict[str, ray.data.Dataset] = {}
-    facts: dict[str, SplitFacts] = {}
+    facts_refs: dict[str, ray.ObjectRef] = {}
     filtered: Counter[str] = Counter()
-    for name in SPLITS:
-        orders = np.sort(all_orders[names == name])
-        if not len(orders):
+    for name, orders_ref in zip(SPLITS, order_refs):
+        if not sizes[name]:
             counts.splits[name] = counts.truncated[name] = 0
             continue
-        rows = good.map_batches(_take_split, fn_args=(ray.put(orders),), batch_format="pandas")
-        del orders
+        rows = good.map_batches(_take_split, fn_args=(orders_ref,), batch_format="pandas")
         if name == TRAIN and data.augment:
             # Materialized before Train starts: paraphrase actors need CPUs the workers will hold.
             rows = augment_train(rows.select_columns(AUGMENT_INPUT_COLUMNS), data, data.split.seed).materialize()
             counts.augmented = {op: c for op, c in augmentation_counts(rows, data, data.split.seed).items() if op != "original"}
         tokenized = rows.map_batches(_TokenizeBatch(tokenizer_path, data, label2id), batch_format="pandas").materialize()
-        facts[name] = _stream_facts(tokenized)
-        if data.overlength == "error" and facts[name].any_overlength:
+        counted_ref, facts_refs[name] = _split_facts.remote(tokenized)
+        counted: SplitFacts = _resolved(counted_ref)
+        if data.overlength == "error" and counted.any_overlength:
             _fail_on_overlength(tokenized)
-        _count_split(counts, filtered, name, facts[name])
+        _count_split(counts, filtered, name, counted)
         datasets[name] = _kept(tokenized)
+    facts = _resolved(_summarise_fingerprints.remote(list(facts_refs), *facts_refs.values()))
     prepared = _finish(counts, filtered, datasets, facts, run_dir)
     prepared.labels = head_labels if head_labels is not None else label_set(prepared.facts, data)
     return prepared
+
+
+def _resolved(ref: ray.ObjectRef) -> Any:
+    """ray.get, raising a task's own error (a DataError with its message) rather than Ray's wrapper."""
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as err:
+        raise err.cause from None
+
+
+@ray.remote(num_returns=1 + len(SPLITS), num_cpus=0)
+def _assign_splits(good: ray.data.Dataset, data: DataConfig, n_train_files: int) -> tuple[Any, ...]:
+    """Ray task: the split of every good row, from its keys. Returns (rows left out by mixing,
+    rows per split) and each split's sorted order keys, which stay in the object store for
+    `_take_split`: the driver never holds a key per row."""
+    keys = _gather_keys(good, split_key_columns(data))
+    names = _split_names(keys, data, n_train_files)
+    orders = order_key(keys["file_index"].to_numpy(np.int64), keys["line"].to_numpy(np.int64), 0)
+    per_split = [np.sort(orders[names == name]) for name in SPLITS]
+    summary = (int((names == MIXED_OUT).sum()), {name: len(split) for name, split in zip(SPLITS, per_split)})
+    return (summary, *per_split)
+
+
+@ray.remote(num_returns=2, num_cpus=0)
+def _split_facts(tokenized: ray.data.Dataset) -> tuple[SplitFacts, SplitFacts]:
+    """Ray task: a tokenized split's facts, without its fingerprints (for the driver's counts) and
+    with them (left in the object store for _summarise_fingerprints)."""
+    facts = SplitFacts()
+    for batch in tokenized.select_columns(["copy", "augmented", *STAT_COLUMNS]).iter_batches(batch_format="pandas", batch_size=8192):
+        facts.add(batch)
+    return dataclasses.replace(facts, _text_hashes=[], _norm_hashes=[]), facts
+
+
+@ray.remote(num_cpus=0)
+def _summarise_fingerprints(names: list[str], *facts: SplitFacts) -> DataFacts:
+    """Ray task: duplicates and train overlap from every split's fingerprints."""
+    return summarise_fingerprints(dict(zip(names, facts)), TRAIN)
 
 
 _KEY_DTYPES = {"file_index": np.int32, "line": np.int64, "entry": np.int16, "time": np.float64}
 
 
 def _gather_keys(good: ray.data.Dataset, columns: list[str]) -> pd.DataFrame:
-    """The good rows' split keys, column by column in compact types (a stratum as a categorical):
-    all the driver keeps per row to assign splits."""
+    """The good rows' split keys, column by column in compact types (a stratum as a categorical)."""
     parts: dict[str, list[Any]] = {column: [] for column in columns}
     for batch in good.select_columns(columns).iter_batches(batch_format="pandas", batch_size=8192):
         for column in columns:
@@ -391,14 +427,6 @@ def _gather_keys(good: ray.data.Dataset, columns: list[str]) -> pd.DataFrame:
         else np.zeros(0, _KEY_DTYPES.get(column, object))
         for column, chunks in parts.items()
     })
-
-
-def _stream_facts(tokenized: ray.data.Dataset) -> SplitFacts:
-    """A tokenized split's report facts, batch by batch (the split never sits in the driver whole)."""
-    facts = SplitFacts()
-    for batch in tokenized.select_columns(["copy", "augmented", *STAT_COLUMNS]).iter_batches(batch_format="pandas", batch_size=8192):
-        facts.add(batch)
-    return facts
 
 
 def _head_labels(good: ray.data.Dataset, data: DataConfig) -> list[str]:
@@ -438,10 +466,10 @@ def _kept(tokenized: ray.data.Dataset) -> ray.data.Dataset:
 
 
 def _finish(
-    counts: DataCounts, filtered: Counter[str], datasets: dict[str, ray.data.Dataset], facts: dict[str, SplitFacts], run_dir: Path
+    counts: DataCounts, filtered: Counter[str], datasets: dict[str, ray.data.Dataset], facts: DataFacts, run_dir: Path
 ) -> PreparedData:
     counts.filtered = dict(Counter(counts.filtered) + filtered)
-    filtered_copies = facts[TRAIN].filtered_copies if TRAIN in facts else Counter()
+    filtered_copies = facts.splits[TRAIN].filtered_copies if TRAIN in facts.splits else Counter()
     for op, op_counts in counts.augmented.items():
         op_counts["filtered"] = int(filtered_copies.get(op, 0))
     (run_dir / SUMMARY_FILE).write_text(json.dumps(asdict(counts), indent=2) + "\n")
@@ -453,13 +481,13 @@ def _finish(
 # ---------------------------------------------------------------------------- evaluation inputs
 
 
-def label_set(facts: dict[str, SplitFacts], data: DataConfig) -> list[str] | None:
+def label_set(facts: DataFacts, data: DataConfig) -> list[str] | None:
     """Sorted distinct labels of the training split's input rows (classification scored by a
     causal LM; None otherwise), from the facts of prepare_datasets, so training and `rayft eval`
     agree on it."""
     if data.format != "classification":
         return None
-    return sorted(facts[TRAIN].labels) if TRAIN in facts else []
+    return sorted(facts.splits[TRAIN].labels) if TRAIN in facts.splits else []
 
 
 GENERAL_QUARANTINE_FILE = "general_quarantine.jsonl"

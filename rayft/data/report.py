@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 from transformers import PreTrainedTokenizerBase  # noqa: E402
 
 from rayft.config import ExperimentConfig  # noqa: E402
-from rayft.data.facts import SplitFacts, expanded  # noqa: E402
+from rayft.data.facts import DataFacts, SplitFacts, expanded  # noqa: E402
 from rayft.data.packing import packing_stats  # noqa: E402
 from rayft.data.pipeline import MIXED_OUT, SPLITS, DataCounts, read_splits  # noqa: E402
 from rayft.data.split import TRAIN  # noqa: E402
@@ -71,40 +71,32 @@ def _length_summary(lengths: list[int]) -> dict[str, float]:
     }
 
 
-def _duplicates(fingerprints: np.ndarray) -> int:
-    return len(fingerprints) - len(np.unique(fingerprints))
-
-
-def build_report(config: ExperimentConfig, counts: DataCounts, facts: dict[str, SplitFacts]) -> tuple[DataReport, dict[str, list[int]]]:
+def build_report(config: ExperimentConfig, counts: DataCounts, facts: DataFacts) -> tuple[DataReport, dict[str, list[int]]]:
     """The report from each split's facts, and every kept input row's token length per split
     (sorted, for the histogram). Quality numbers cover the input rows; augmented rows are counted
     apart and enter only what training sees (packing)."""
     data = config.data
     splits: dict[str, SplitReport] = {}
     lengths: dict[str, list[int]] = {}
+    fingerprints = facts.fingerprints
     for name in SPLITS:
-        split = facts.get(name) or SplitFacts()
+        split = facts.splits.get(name) or SplitFacts()
         lengths[name] = expanded(split.input_lengths)
         splits[name] = SplitReport(
             rows=split.rows,
-            exact_duplicates=_duplicates(split.text_hashes),
-            normalised_duplicates=_duplicates(split.norm_hashes),
+            exact_duplicates=fingerprints.exact_duplicates.get(name, 0),
+            normalised_duplicates=fingerprints.normalised_duplicates.get(name, 0),
             empty_optional_fields=dict(sorted(split.empty_roles.items())),
             filtered=dict(sorted(split.filtered.items())),
             truncated=split.truncated,
             token_lengths=_length_summary(lengths[name]),
             labels=dict(sorted(split.labels.items())),
         )
-    # Rows, not distinct texts: two validation copies of a training row are two leaked rows.
-    train_texts = facts[TRAIN].norm_hashes if TRAIN in facts else np.zeros(0, dtype=np.int64)
-    overlap = {
-        name: int(np.isin(facts[name].norm_hashes, train_texts).sum()) for name in SPLITS[1:] if name in facts and len(facts[name].norm_hashes)
-    }
     report = DataReport(
-        counts.read, dict(counts.quarantined), data.max_length, splits, overlap, kept=counts.kept, filtered=dict(counts.filtered),
+        counts.read, dict(counts.quarantined), data.max_length, splits, dict(fingerprints.overlap_with_train), kept=counts.kept, filtered=dict(counts.filtered),
         mixed_out=counts.filtered.get(MIXED_OUT, 0), overlength=data.overlength, augmentation=dict(counts.augmented) or None,
     )
-    trained = facts[TRAIN].example_lengths if TRAIN in facts else None
+    trained = facts.splits[TRAIN].example_lengths if TRAIN in facts.splits else None
     if data.packing and trained:
         packed = packing_stats(expanded(trained), data.max_length)
         report.packing = {"examples": packed.examples, "sequences": packed.sequences, "efficiency": round(packed.efficiency, 4)}
@@ -164,7 +156,7 @@ def render_markdown(report: DataReport) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(config: ExperimentConfig, counts: DataCounts, facts: dict[str, SplitFacts], out_dir: Path) -> DataReport:
+def write_report(config: ExperimentConfig, counts: DataCounts, facts: DataFacts, out_dir: Path) -> DataReport:
     report, lengths = build_report(config, counts, facts)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / REPORT_JSON).write_text(json.dumps(asdict(report), indent=2) + "\n")

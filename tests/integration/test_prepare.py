@@ -42,7 +42,7 @@ def test_ray_pipeline_matches_the_in_process_reader_on_local_and_s3_data(s3, tmp
         orders = [row["order"] for row in got]
         assert len(set(orders)) == len(orders) == counts.splits[name]
         expected_orders = {row["order"] for row in expected.by_split[name]}
-        dropped = sum(prepared.facts[name].filtered.values())
+        dropped = sum(prepared.facts.splits[name].filtered.values())
         assert set(orders) <= expected_orders and len(expected_orders) - len(orders) == dropped
     assert set(prepared.datasets) == {"train", "validation", "test"}
     assert counts.filtered.get("overlength", 0) > 0  # max_length 66 cuts some rows: counted, not lost
