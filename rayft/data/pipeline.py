@@ -4,7 +4,7 @@ read -> validate (bad rows quarantined with file and line) -> split -> augment (
 format + tokenize (rows too long or with nothing to train are filtered, with reasons).
 Counts reconcile: read = kept + quarantined + filtered (augmented rows are counted apart).
 
-Two drivers over the per-row steps in rows.py:
+Two drivers over the per-row steps in rows.py and the split assignment in split_keys.py:
 - `prepare_datasets` (training): Ray Data reads and validates the files (a task per file) and
   formats and tokenizes each split. Nothing per row passes through the driver: Ray tasks next to
   the data assign the splits from the rows' keys (each split's order keys stay in the object
@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pandas.api.types import union_categoricals
 import ray
 import ray.data
 from transformers import PreTrainedTokenizerBase
@@ -37,11 +36,11 @@ from rayft.data.classification import label_names, label_of, sorted_labels
 from rayft.data.facts import DataFacts, SplitFacts, summarise_fingerprints
 from rayft.data.readers import DataError, expand_paths, read_rows
 from rayft.data.rows import ROW_COLUMNS, STAT_COLUMNS, order_key, row_features, source_files, validated_rows
-from rayft.data.split import TEST, TRAIN, VAL, assign_folds, assign_splits
+from rayft.data.split import TEST, TRAIN, VAL
+from rayft.data.split_keys import MIXED_OUT, gather_keys, split_key_columns, split_names
 
 QUARANTINE_FILE = "quarantine.jsonl"
 SUMMARY_FILE = "data_summary.json"
-MIXED_OUT = "mixed_out"
 SPLITS = (TRAIN, VAL, TEST)
 TRAINING_COLUMNS = ["order", "input_ids", "labels", "prompt_len", "reference", "alternatives"]
 AUGMENT_INPUT_COLUMNS = ["source", "line", "entry", "file_index", "copy", "record"]
@@ -72,54 +71,6 @@ def check_data_paths(data: DataConfig) -> None:
             raise DataError(f"{key}: the files hold no rows; add data or point {key} elsewhere")
     if data.augment:
         check_augment(data, data.split.seed)
-
-
-# ---------------------------------------------------------------------------- splits from keys
-
-
-def assign_split_names(keys: pd.DataFrame, data: DataConfig, carve_val: bool) -> np.ndarray:
-    """The split of every good data.train row (an array aligned with `keys`), from its keys alone
-    (file_index, line; entry, stratum and time where the config uses them). Keys are taken in
-    (file, line) order, so the result does not depend on the order Ray produced them in. Rows
-    left out by weighted mixing get MIXED_OUT."""
-    in_order = np.lexsort((keys["line"].to_numpy(), keys["file_index"].to_numpy()))
-    split = data.split
-    strata = keys["stratum"].to_numpy()[in_order].tolist() if split.stratify_by else None
-    times = keys["time"].to_numpy()[in_order].tolist() if split.time_column else None
-    labels = assign_splits(len(keys), split, carve_val=carve_val and data.kfold is None, strata=strata, times=times)
-    if data.kfold is not None:
-        if data.kfold.fold is None:
-            raise ValueError("data.kfold.fold must be chosen before splitting (rayft.train runs every fold)")
-        folds = assign_folds(labels, data.kfold, split.seed, strata)
-        labels = [TEST if label == TEST else VAL if fold == data.kfold.fold else TRAIN for label, fold in zip(labels, folds)]
-    ordered = np.asarray(labels, dtype=object)
-    if data.weights is not None:
-        train_positions = np.flatnonzero(ordered == TRAIN)
-        keep = mixed_keep(keys["entry"].to_numpy()[in_order][train_positions].tolist(), data.weights, split.seed)
-        ordered[np.setdiff1d(train_positions, train_positions[keep])] = MIXED_OUT
-    names = np.empty(len(keys), dtype=object)
-    names[in_order] = ordered
-    return names
-
-
-def mixed_keep(entries: list[int], weights: list[float], seed: int) -> list[int]:
-    """Positions to keep so that the entries stand in the given proportions without repeating a
-    row: total = min(rows of entry i / share i); each entry keeps a seeded sample."""
-    shares = [w / sum(weights) for w in weights]
-    by_entry: dict[int, list[int]] = {i: [] for i in range(len(weights))}
-    for position, entry in enumerate(entries):
-        by_entry[entry].append(position)
-    empty = [i for i, members in by_entry.items() if not members]
-    if empty:
-        raise DataError(f"data.weights: data.train entry {empty[0]} has no training rows to mix in")
-    total = min(len(by_entry[i]) / share for i, share in enumerate(shares))
-    rng = np.random.default_rng(seed)
-    keep: list[int] = []
-    for i, share in enumerate(shares):
-        members = by_entry[i]
-        chosen = rng.choice(len(members), size=min(len(members), round(total * share)), replace=False)
-        keep += [members[c] for c in chosen]
-    return sorted(keep)
 
 
 # ---------------------------------------------------------------------------- accounting
@@ -154,23 +105,6 @@ def _first_problems(rows: Iterable[dict[str, Any]], n_train_files: int) -> dict[
     for row in rows:
         first.setdefault("data.train" if row["file_index"] < n_train_files else "data.validation", row)
     return first
-
-
-def split_key_columns(data: DataConfig) -> list[str]:
-    """The columns assign_split_names reads under this config: file and line always, the mixing
-    entry, stratum and time only when the config mixes, stratifies or splits by time."""
-    split = data.split
-    return ["file_index", "line", *(["entry"] if data.weights else []), *(["stratum"] if split.stratify_by else []),
-            *(["time"] if split.time_column else [])]
-
-
-def _split_names(keys: pd.DataFrame, data: DataConfig, n_train_files: int) -> np.ndarray:
-    """The split of every good row (aligned with `keys`): data.validation rows are validation."""
-    from_train = (keys["file_index"] < n_train_files).to_numpy()
-    names = np.empty(len(keys), dtype=object)
-    names.fill(VAL)  # np.full would build a fixed-width string array of the fill first: 80 bytes a row
-    names[from_train] = assign_split_names(keys[from_train], data, carve_val=not data.validation)
-    return names
 
 
 def _read_counts(total: int, problems: list[dict[str, Any]], mixed_out: int) -> DataCounts:
@@ -215,7 +149,7 @@ def read_splits(config: ExperimentConfig, run_dir: Path, tokenizer: PreTrainedTo
     keys = pd.DataFrame(good, columns=split_key_columns(data))
     good_train = int((keys["file_index"] < n_train_files).sum())
     _check_all_usable(good_train, len(keys) - good_train, problems, data, n_train_files, quarantine)
-    names = _split_names(keys, data, n_train_files)
+    names = split_names(keys, data, n_train_files)
     counts = _read_counts(len(rows), problems, int((names == MIXED_OUT).sum()))
     by_split: dict[str, list[dict[str, Any]]] = {name: [] for name in SPLITS}
     for row, name in zip(good, names):
@@ -388,8 +322,8 @@ def _assign_splits(good: ray.data.Dataset, data: DataConfig, n_train_files: int)
     """Ray task: the split of every good row, from its keys. Returns (rows left out by mixing,
     rows per split) and each split's sorted order keys, which stay in the object store for
     `_take_split`: the driver never holds a key per row."""
-    keys = _gather_keys(good, split_key_columns(data))
-    names = _split_names(keys, data, n_train_files)
+    keys = gather_keys(good, split_key_columns(data))
+    names = split_names(keys, data, n_train_files)
     orders = order_key(keys["file_index"].to_numpy(np.int64), keys["line"].to_numpy(np.int64), 0)
     per_split = [np.sort(orders[names == name]) for name in SPLITS]
     summary = (int((names == MIXED_OUT).sum()), {name: len(split) for name, split in zip(SPLITS, per_split)})
@@ -410,23 +344,6 @@ def _split_facts(tokenized: ray.data.Dataset) -> tuple[SplitFacts, SplitFacts]:
 def _summarise_fingerprints(names: list[str], *facts: SplitFacts) -> DataFacts:
     """Ray task: duplicates and train overlap from every split's fingerprints."""
     return summarise_fingerprints(dict(zip(names, facts)), TRAIN)
-
-
-_KEY_DTYPES = {"file_index": np.int32, "line": np.int64, "entry": np.int16, "time": np.float64}
-
-
-def _gather_keys(good: ray.data.Dataset, columns: list[str]) -> pd.DataFrame:
-    """The good rows' split keys, column by column in compact types (a stratum as a categorical)."""
-    parts: dict[str, list[Any]] = {column: [] for column in columns}
-    for batch in good.select_columns(columns).iter_batches(batch_format="pandas", batch_size=8192):
-        for column in columns:
-            values = batch[column]
-            parts[column].append(pd.Categorical(values) if column == "stratum" else values.to_numpy(_KEY_DTYPES[column]))
-    return pd.DataFrame({
-        column: (union_categoricals(chunks) if column == "stratum" else np.concatenate(chunks)) if chunks
-        else np.zeros(0, _KEY_DTYPES.get(column, object))
-        for column, chunks in parts.items()
-    })
 
 
 def _head_labels(good: ray.data.Dataset, data: DataConfig) -> list[str]:
