@@ -72,12 +72,13 @@ def replay(curves: dict[tuple, list[tuple[int, float]]], experiment: dict, scrat
     from rayft.config import config_from_dict
     from rayft.tune.schedulers import build_scheduler
     from rayft.tune.space import OptunaSpace
+    from rayft.tune.sweep import tpe_sampler
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     config = config_from_dict(experiment)
     section = config.tune
     space = OptunaSpace(section, config.model_dump(mode="json", exclude={"tune"}))
-    study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=section.seed, n_startup_trials=section.startup_trials))
+    study = optuna.create_study(direction="minimize", sampler=tpe_sampler(section))
     state = Path(tempfile.mkdtemp(dir=scratch)) / "scheduler.pkl"  # a fresh ASHA: a saved state would be restored
     scheduler = build_scheduler(section.scheduler, state)
     scheduler.set_search_properties(section.metric, section.mode)

@@ -1,19 +1,21 @@
 """What the counts and the quality report need of a split, gathered batch by batch.
 
-A split's rows never come to the driver as a table: it streams their report columns
-(STAT_COLUMNS, copy, augmented) in batches and keeps counters, whose size is bounded by the
-distinct reasons, labels and lengths, plus two 8-byte fingerprints per formatted input row
-(exact duplicates and train overlap are questions about every row's text). So the driver grows
-by 16 bytes a row, not by the rows.
+A split's report columns (STAT_COLUMNS, copy, augmented) are streamed in batches into counters,
+whose size is bounded by the distinct reasons, labels and lengths, plus two 8-byte fingerprints
+per formatted input row (exact duplicates and train overlap are questions about every row's
+text). The fingerprints are summarised into counts and dropped (summarise_fingerprints), so what
+reaches the report, and on Ray the driver, does not grow with the rows.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
+
+from rayft.data.split import TRAIN
 
 
 @dataclass
@@ -64,6 +66,10 @@ class SplitFacts:
         self._text_hashes.append(formatted["text_hash"].to_numpy(dtype=np.int64))
         self._norm_hashes.append(formatted["norm_hash"].to_numpy(dtype=np.int64))
 
+    def without_fingerprints(self) -> SplitFacts:
+        """The counters alone: what is small enough to send anywhere."""
+        return replace(self, _text_hashes=[], _norm_hashes=[])
+
     @property
     def text_hashes(self) -> np.ndarray:
         """Exact-text fingerprints of the formatted input rows."""
@@ -102,20 +108,18 @@ class DataFacts:
     fingerprints: Fingerprints
 
 
-def summarise_fingerprints(splits: dict[str, SplitFacts], train: str = "train") -> DataFacts:
-    """Count duplicates and leakage, then drop the fingerprints: what the report keeps is small.
-    The Ray driver runs this as a task next to the data (see pipeline.py)."""
-    train_texts = splits[train].norm_hashes if train in splits else np.zeros(0, dtype=np.int64)
+def summarise_fingerprints(splits: dict[str, SplitFacts]) -> DataFacts:
+    """Count duplicates and leakage; the result keeps the counters without the fingerprints.
+    prepare_datasets runs this as a Ray task next to the data (see pipeline.py)."""
+    train_texts = splits[TRAIN].norm_hashes if TRAIN in splits else np.zeros(0, dtype=np.int64)
     fingerprints = Fingerprints(
         exact_duplicates={name: _duplicates(facts.text_hashes) for name, facts in splits.items()},
         normalised_duplicates={name: _duplicates(facts.norm_hashes) for name, facts in splits.items()},
         overlap_with_train={
-            name: int(np.isin(facts.norm_hashes, train_texts).sum()) for name, facts in splits.items() if name != train and len(facts.norm_hashes)
+            name: int(np.isin(facts.norm_hashes, train_texts).sum()) for name, facts in splits.items() if name != TRAIN and len(facts.norm_hashes)
         },
     )
-    for facts in splits.values():
-        facts._text_hashes, facts._norm_hashes = [], []
-    return DataFacts(splits, fingerprints)
+    return DataFacts({name: facts.without_fingerprints() for name, facts in splits.items()}, fingerprints)
 
 
 def _duplicates(fingerprints: np.ndarray) -> int:

@@ -15,7 +15,6 @@ Two drivers over the per-row steps in rows.py and the split assignment in split_
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections import Counter
 from collections.abc import Iterable
@@ -146,9 +145,8 @@ def read_splits(config: ExperimentConfig, run_dir: Path, tokenizer: PreTrainedTo
     problems = [row for row in rows if row["reason"]]
     quarantine = run_dir / QUARANTINE_FILE
     _write_quarantine(problems, quarantine)
+    _check_all_usable(sum(1 for row in rows if row["file_index"] < n_train_files), len(rows), problems, data, n_train_files, quarantine)
     keys = pd.DataFrame(good, columns=split_key_columns(data))
-    good_train = int((keys["file_index"] < n_train_files).sum())
-    _check_all_usable(good_train, len(keys) - good_train, problems, data, n_train_files, quarantine)
     names = split_names(keys, data, n_train_files)
     counts = _read_counts(len(rows), problems, int((names == MIXED_OUT).sum()))
     by_split: dict[str, list[dict[str, Any]]] = {name: [] for name in SPLITS}
@@ -176,7 +174,7 @@ def read_splits(config: ExperimentConfig, run_dir: Path, tokenizer: PreTrainedTo
             facts[name].add(pd.DataFrame([row["features"] for row in members], columns=STAT_COLUMNS).assign(copy=0))
         _count_split(counts, filtered, name, facts[name])
     counts.filtered = dict(Counter(counts.filtered) + filtered)
-    return SplitRows(by_split, counts, summarise_fingerprints(facts, TRAIN))
+    return SplitRows(by_split, counts, summarise_fingerprints(facts))
 
 
 def _count_split(counts: DataCounts, filtered: Counter[str], name: str, facts: SplitFacts) -> None:
@@ -190,15 +188,15 @@ def _count_split(counts: DataCounts, filtered: Counter[str], name: str, facts: S
 
 
 def _check_all_usable(
-    good_train: int, good_val: int, problems: list[dict[str, Any]], data: DataConfig, n_train_files: int, quarantine: Path
+    rows_from_train: int, rows: int, problems: list[dict[str, Any]], data: DataConfig, n_train_files: int, quarantine: Path
 ) -> None:
-    """Stop on files with no rows, only bad rows or more than data.max_bad_fraction of them."""
+    """Stop on files with no rows, only bad rows or more than data.max_bad_fraction of them
+    (`rows` read in all, `rows_from_train` of them from data.train)."""
     first = _first_problems(problems, n_train_files)
     bad_train = sum(1 for row in problems if row["file_index"] < n_train_files)
-    _check_usable(good_train + bad_train, bad_train, first.get("data.train"), "data.train", data, quarantine)
+    _check_usable(rows_from_train, bad_train, first.get("data.train"), "data.train", data, quarantine)
     if data.validation:
-        bad_val = len(problems) - bad_train
-        _check_usable(good_val + bad_val, bad_val, first.get("data.validation"), "data.validation", data, quarantine)
+        _check_usable(rows - rows_from_train, len(problems) - bad_train, first.get("data.validation"), "data.validation", data, quarantine)
 
 
 # ---------------------------------------------------------------------------- Ray Data driver
@@ -275,8 +273,7 @@ def prepare_datasets(config: ExperimentConfig, tokenizer_path: str, run_dir: Pat
     problems = _in_order(bad.select_columns(["source", "file_index", "line", "reason", "detail", "raw"]).take_all()) if total else []
     _write_quarantine(problems, quarantine)
     from_train = validated.filter(lambda row: row["file_index"] < n_train_files).count() if data.validation else total
-    bad_train = sum(1 for row in problems if row["file_index"] < n_train_files)
-    _check_all_usable(from_train - bad_train, total - from_train - (len(problems) - bad_train), problems, data, n_train_files, quarantine)
+    _check_all_usable(from_train, total, problems, data, n_train_files, quarantine)
     good = validated.filter(lambda row: row["reason"] == "")
     summary_ref, *order_refs = _assign_splits.remote(good, data, n_train_files)
     mixed_out, sizes = _resolved(summary_ref)
@@ -337,13 +334,13 @@ def _split_facts(tokenized: ray.data.Dataset) -> tuple[SplitFacts, SplitFacts]:
     facts = SplitFacts()
     for batch in tokenized.select_columns(["copy", "augmented", *STAT_COLUMNS]).iter_batches(batch_format="pandas", batch_size=8192):
         facts.add(batch)
-    return dataclasses.replace(facts, _text_hashes=[], _norm_hashes=[]), facts
+    return facts.without_fingerprints(), facts
 
 
 @ray.remote(num_cpus=0)
 def _summarise_fingerprints(names: list[str], *facts: SplitFacts) -> DataFacts:
     """Ray task: duplicates and train overlap from every split's fingerprints."""
-    return summarise_fingerprints(dict(zip(names, facts)), TRAIN)
+    return summarise_fingerprints(dict(zip(names, facts)))
 
 
 def _head_labels(good: ray.data.Dataset, data: DataConfig) -> list[str]:

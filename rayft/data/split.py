@@ -63,7 +63,7 @@ def assign_splits(
     Random: a seeded permutation. Stratified: the same cut inside each stratum, so every split
     keeps the strata's proportions. By time: the latest rows are test, the next latest validation.
     """
-    # One byte a row while assigning (the driver holds this for every row), names at the end.
+    # One byte a row while assigning (this runs on every row of the data), names at the end.
     codes = np.zeros(n_rows, dtype=np.int8)
     if times is not None:
         # Latest first; among equal times the later row first (stable sort of the reversed rows).

@@ -86,15 +86,20 @@ def _search_algorithm(section: TuneSection, base: dict[str, Any], concurrency: i
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     if section.search == "optuna":
-        import optuna
         from ray.tune.search.optuna import OptunaSearch
 
-        sampler = optuna.samplers.TPESampler(seed=section.seed, n_startup_trials=section.startup_trials)
-        optuna_search = OptunaSearch(space=OptunaSpace(section, base), metric=section.metric, mode=section.mode, sampler=sampler)
+        optuna_search = OptunaSearch(space=OptunaSpace(section, base), metric=section.metric, mode=section.mode, sampler=tpe_sampler(section))
         inner, param_space = SearchGenerator(ConcurrencyLimiter(optuna_search, max_concurrent=concurrency)), {}
     else:
         inner, param_space = BasicVariantGenerator(random_state=section.seed, max_concurrent=concurrency), tune_space(section, base)
     return BudgetedSearch(inner, section.budget, num_workers, sweep_dir), param_space
+
+
+def tpe_sampler(section: TuneSection) -> Any:
+    """Optuna's TPE as the sweep configures it (seed, random start-up trials)."""
+    import optuna
+
+    return optuna.samplers.TPESampler(seed=section.seed, n_startup_trials=section.startup_trials)
 
 
 def trial_cpus(config: ExperimentConfig) -> float:
